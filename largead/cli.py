@@ -1,0 +1,210 @@
+"""The ``largead`` command line.
+
+    largead list [--filter GLOB]                  zoo entries
+    largead info NAME                             one entry: recipe, voxelisation, reported numbers
+    largead datasets                              registered dataset readers
+    largead embed SCAN --model NAME --out F.npy   per-point features of one scan (.bin, .pcd.bin, .npy, .npz)
+    largead convert OFFICIAL.pt OUT_DIR           SLidR/Seal checkpoint -> Hub-ready folder
+    largead demo                                  the main job on the synthetic world
+
+Errors print one line (``largead: error: ...``) and exit with status 2 (usage) or 1 (everything else).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+
+class CLIError(Exception):
+    """An error to print as one line and exit with status 1."""
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from largead.zoo import list_models, model_info
+
+    names = list_models(args.filter)
+    if not names:
+        raise CLIError(f"no model matches {args.filter!r}")
+    for name in names:
+        info = model_info(name)
+        mark = "published" if info.published else "recipe"
+        print(f"{name:45s} {mark:9s} {info.description}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from largead.zoo import model_info
+
+    try:
+        info = model_info(args.name)
+    except KeyError as err:
+        raise CLIError(str(err)) from None
+    if args.json:
+        print(json.dumps(info.to_dict(), indent=2))
+        return 0
+    print(info.name)
+    print(f"  {info.description}")
+    for key in ("backbone", "source", "data", "teacher", "in_channels", "feature_mode", "feature_dim",
+                "voxel_size", "cylindrical", "config_file", "published"):
+        print(f"  {key:13s} {getattr(info, key)}")
+    if info.aliases:
+        print(f"  {'aliases':13s} {', '.join(info.aliases)}")
+    if info.paper_results:
+        print("  reported by the paper (mIoU %):")
+        for r in info.paper_results:
+            frac = "" if r.protocol == "linear_probe" else f" {r.fraction:g}%"
+            print(f"    {r.dataset:14s} {r.protocol}{frac:5s} {r.miou:6.2f}   [{r.source}]")
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from largead.data import dataset_class, list_datasets
+
+    for name in list_datasets():
+        cls = dataset_class(name)
+        flags = ", ".join(f for f, on in (("cameras", cls.has_cameras), ("temporal", cls.temporal)) if on)
+        print(f"{name:16s} {len(cls.class_names):3d} classes  splits: {', '.join(cls.splits):30s} {flags}")
+    return 0
+
+
+def read_scan(path: str | Path):
+    """Load a scan as an (N, 4) float32 array: ``.bin`` (KITTI-style float32 x 4), ``.pcd.bin`` (nuScenes,
+    float32 x 5), ``.npy`` (N, >= 4) or ``.npz`` (key ``points``)."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"{path}: no such file")
+    name = path.name.lower()
+    if name.endswith(".bin"):
+        from largead.data.readers._kitti_io import read_bin
+
+        pts = read_bin(path, columns=5 if name.endswith(".pcd.bin") else 4)
+    elif name.endswith(".npy"):
+        pts = np.load(path)
+    elif name.endswith(".npz"):
+        with np.load(path) as z:
+            if "points" not in z:
+                raise CLIError(f"{path}: .npz has no 'points' array (keys: {', '.join(z.files)})")
+            pts = z["points"]
+    else:
+        raise CLIError(f"{path}: unsupported scan format; expected .bin, .pcd.bin, .npy or .npz")
+    if pts.ndim != 2 or pts.shape[1] < 4:
+        raise CLIError(f"{path}: expected an (N, >=4) array of x, y, z, intensity, got shape {pts.shape}")
+    if not np.isfinite(pts[:, :4]).all():
+        raise CLIError(f"{path}: scan has non-finite coordinates or intensity")
+    return np.ascontiguousarray(pts[:, :4], dtype=np.float32)
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from largead import LargeADEncoder
+
+    points = read_scan(args.scan)
+    try:
+        encoder = LargeADEncoder.from_pretrained(args.model, local_files_only=args.offline)
+    except (OSError, KeyError, ValueError) as err:
+        raise CLIError(f"cannot load model {args.model!r}: {err}") from None
+    encoder = encoder.to(args.device).eval()
+    with torch.no_grad():
+        feats = encoder.embed(torch.from_numpy(points).to(args.device), dataset=args.dataset)
+    feats = feats.float().cpu().numpy()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, feats)
+    print(f"wrote {out} ({feats.shape[0]} points x {feats.shape[1]} features)")
+    if args.png:
+        from largead.viz import save_feature_bev
+
+        png = save_feature_bev(points, feats, args.png, title=f"{Path(args.scan).name} - {args.model}")
+        print(f"wrote {png}")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from largead import load_official_checkpoint
+
+    src = Path(args.checkpoint)
+    if not src.is_file():
+        raise CLIError(f"{src}: no such file")
+    try:
+        encoder = load_official_checkpoint(src)
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise CLIError(f"{src}: {err}") from None
+    encoder.save_pretrained(args.out_dir)
+    print(f"wrote {args.out_dir} (config.json + model.safetensors)")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from largead.demo import run_demo
+
+    run_demo(output_dir=Path(args.output_dir), quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from largead import __version__
+
+    parser = argparse.ArgumentParser(prog="largead", description="LargeAD LiDAR encoders: zoo, embedding, conversion.")
+    parser.add_argument("--version", action="version", version=f"largead {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("list", help="list zoo entries", description="List the zoo's named variants.")
+    p.add_argument("--filter", default=None, help="glob on the name, e.g. '*seem*'")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("info", help="show one zoo entry", description="Show what a zoo name means.")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("datasets", help="list dataset readers", description="List registered dataset readers.")
+    p.set_defaults(func=_cmd_datasets)
+
+    p = sub.add_parser("embed", help="per-point features of a scan",
+                       description="Run an encoder on one scan and save (N, D) per-point features as .npy.")
+    p.add_argument("scan", help=".bin (x,y,z,i float32), .pcd.bin (nuScenes), .npy or .npz")
+    p.add_argument("--model", required=True, help="zoo name, org/name[@revision] or a local folder")
+    p.add_argument("--out", required=True, help="output .npy")
+    p.add_argument("--png", default=None, help="also write a PCA-coloured bird's-eye view here")
+    p.add_argument("--dataset", default=None, help="apply this dataset's stored input normalisation")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--offline", action="store_true", help="never contact the Hub (HF_HUB_OFFLINE=1 does the same)")
+    p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("convert", help="official .pt -> Hub folder",
+                       description="Convert a SLidR/Seal-style checkpoint into a Hub-ready folder.")
+    p.add_argument("checkpoint")
+    p.add_argument("out_dir")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("demo", help="the main job on the synthetic world",
+                       description="Superpixels -> pretraining -> linear probe -> pictures, on the synthetic world.")
+    p.add_argument("--output-dir", default="outputs/demo")
+    p.add_argument("--quick", action="store_true", help="a tiny run (seconds) to check the set-up")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as err:
+        print(f"largead: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("largead: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
