@@ -1,0 +1,239 @@
+"""nuScenes (v1.0, with nuScenes-lidarseg) reader, built on the official ``nuscenes-devkit``.
+
+Keyframes only. Each frame: points ``(N, 4)`` from the ``LIDAR_TOP`` ``.pcd.bin`` (float32 x 5; the 5th column,
+the ring index, goes to ``frame.extra["ring"]``), lidarseg labels mapped to the 16 benchmark classes (0-based,
+ignore -1, see :mod:`largead.data.labels`), the LiDAR-to-global pose (``ego_pose @ calibrated_sensor``), the
+timestamp in seconds, and the six cameras in SLidR's order with ``lidar_to_camera`` composed through nuScenes' chain
+lidar -> ego(t_lidar) -> global -> ego(t_cam) -> camera (:func:`~largead.data.geometry.nuscenes_lidar_to_camera`).
+``frame.token`` is the LIDAR_TOP sample_data token, ``CameraView.token`` the camera sample_data token.
+
+Splits: ``train`` / ``val`` / ``test`` / ``mini_train`` / ``mini_val`` are the devkit's ``create_splits_scenes()``;
+``pretrain`` / ``pretrain_val`` are SLidR's pretraining split ("parametrizing" / "verifying" in
+``valeoai/SLidR`` ``pretrain/dataloader_nuscenes.py``): the 700 training scenes minus a fixed list of 100 training
+scenes held out for parameter search, and those 100 scenes (:data:`SLIDR_HELDOUT_SCENES`); ``all`` is every scene in
+the tables (for exported synthetic data whose scene names are not official). Scenes appear in the order of the
+``scene`` table, as in SLidR, which the label-fraction rule relies on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from largead.data.frame import CameraView, Frame
+from largead.data.geometry import check_intrinsics, nuscenes_lidar_to_camera, rigid_from_quaternion
+from largead.data.labels import NUSCENES_CLASSES, apply_lut, nuscenes_lidarseg_lut
+from largead.data.readers._kitti_io import read_bin, read_raw_label
+from largead.data.registry import LidarDataset, register_dataset
+
+NUSCENES_CAMERAS: tuple[str, ...] = (
+    "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT",
+)
+"""The six cameras, in SLidR's order."""
+
+SLIDR_HELDOUT_SCENES: tuple[str, ...] = (
+    "scene-0008", "scene-0009", "scene-0019", "scene-0029", "scene-0032", "scene-0042", "scene-0045", "scene-0049",
+    "scene-0052", "scene-0054", "scene-0056", "scene-0066", "scene-0067", "scene-0073", "scene-0131", "scene-0152",
+    "scene-0166", "scene-0168", "scene-0183", "scene-0190", "scene-0194", "scene-0208", "scene-0210", "scene-0211",
+    "scene-0241", "scene-0243", "scene-0248", "scene-0259", "scene-0260", "scene-0261", "scene-0287", "scene-0292",
+    "scene-0297", "scene-0305", "scene-0306", "scene-0350", "scene-0352", "scene-0358", "scene-0361", "scene-0365",
+    "scene-0368", "scene-0377", "scene-0388", "scene-0391", "scene-0395", "scene-0413", "scene-0427", "scene-0428",
+    "scene-0438", "scene-0444", "scene-0452", "scene-0453", "scene-0459", "scene-0463", "scene-0464", "scene-0475",
+    "scene-0513", "scene-0533", "scene-0544", "scene-0575", "scene-0587", "scene-0589", "scene-0642", "scene-0652",
+    "scene-0658", "scene-0669", "scene-0678", "scene-0687", "scene-0701", "scene-0703", "scene-0706", "scene-0710",
+    "scene-0715", "scene-0726", "scene-0735", "scene-0740", "scene-0758", "scene-0786", "scene-0790", "scene-0804",
+    "scene-0806", "scene-0847", "scene-0856", "scene-0868", "scene-0882", "scene-0897", "scene-0899", "scene-0976",
+    "scene-0996", "scene-1012", "scene-1015", "scene-1016", "scene-1018", "scene-1020", "scene-1024", "scene-1044",
+    "scene-1058", "scene-1094", "scene-1098", "scene-1107",
+)
+"""SLidR's 100 training scenes held out of pretraining for parameter search (its ``CUSTOM_SPLIT``)."""
+
+
+def _devkit() -> Any:
+    try:
+        from nuscenes.nuscenes import NuScenes
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("the nuScenes reader needs nuscenes-devkit: pip install 'largead[nuscenes]'") from err
+    return NuScenes
+
+
+def split_scenes(split: str) -> set[str] | None:
+    """Scene names of ``split`` (``None`` for ``all``)."""
+    if split == "all":
+        return None
+    from nuscenes.utils.splits import create_splits_scenes
+
+    official = create_splits_scenes()
+    if split == "pretrain":
+        return set(official["train"]) - set(SLIDR_HELDOUT_SCENES)
+    if split == "pretrain_val":
+        return set(SLIDR_HELDOUT_SCENES)
+    return set(official[split])
+
+
+@register_dataset("nuscenes")
+class NuScenesDataset(LidarDataset):
+    """nuScenes keyframes with lidarseg labels and six cameras (see the module docstring).
+
+    Args:
+        root: the nuScenes ``dataroot`` (holding ``samples/``, ``lidarseg/`` and the ``version`` folder).
+        split: one of :attr:`splits`.
+        version: table version, e.g. ``v1.0-trainval``, ``v1.0-mini``, ``v1.0-test``.
+        cameras: load the camera views (images, intrinsics, ``lidar_to_camera``).
+        camera_names: which channels, in which order (default :data:`NUSCENES_CAMERAS`).
+        nusc: an already loaded ``NuScenes`` object to share (its tables take seconds to load on trainval).
+    """
+
+    class_names: ClassVar[tuple[str, ...]] = NUSCENES_CLASSES
+    has_cameras: ClassVar[bool] = True
+    temporal: ClassVar[bool] = True
+    splits: ClassVar[tuple[str, ...]] = (
+        "train", "val", "test", "mini_train", "mini_val", "pretrain", "pretrain_val", "all")
+    label_fraction_unit: ClassVar[str] = "sequence"
+
+    def __init__(
+        self,
+        root: str | Path | None,
+        split: str = "train",
+        version: str = "v1.0-trainval",
+        cameras: bool = True,
+        camera_names: Sequence[str] = NUSCENES_CAMERAS,
+        nusc: Any = None,
+    ) -> None:
+        if split not in self.splits:
+            raise ValueError(f"nuscenes has no split {split!r}; available: {', '.join(self.splits)}")
+        if nusc is None:
+            if root is None:
+                raise ValueError("nuscenes: root (the nuScenes dataroot) is required")
+            table_dir = Path(root) / version
+            if not table_dir.is_dir():
+                raise FileNotFoundError(f"{table_dir}: nuScenes tables for version {version!r} not found")
+            nusc = _devkit()(version=version, dataroot=str(root), verbose=False)
+        self.nusc = nusc
+        self.root = Path(nusc.dataroot)
+        self.split = split
+        self.version = nusc.version
+        self.load_cameras = cameras
+        self.camera_names = tuple(camera_names)
+        self._lut = nuscenes_lidarseg_lut()
+        # sample_data token -> lidarseg label file (empty for v1.0-test or tables without lidarseg)
+        self._label_files = {r["sample_data_token"]: r["filename"] for r in getattr(nusc, "lidarseg", [])}
+
+        wanted = split_scenes(split)
+        tokens: list[str] = []
+        seq: list[str] = []
+        pos: list[int] = []
+        for scene in nusc.scene:
+            if wanted is not None and scene["name"] not in wanted:
+                continue
+            sample_token = scene["first_sample_token"]
+            k = 0
+            while sample_token:
+                sample = nusc.get("sample", sample_token)
+                tokens.append(sample["data"]["LIDAR_TOP"])
+                seq.append(scene["name"])
+                pos.append(k)
+                k += 1
+                sample_token = sample["next"]
+        self._tokens = tokens
+        self._seq = seq
+        self._pos = np.asarray(pos, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def sequence_of(self, i: int) -> tuple[str, int]:
+        return self._seq[i], int(self._pos[i])
+
+    def next_index(self, i: int, n: int = 1) -> int | None:
+        """Index of the keyframe ``n`` samples after frame ``i`` in the same scene, or ``None``."""
+        j = i + n
+        if 0 <= j < len(self) and self._seq[j] == self._seq[i] and self._pos[j] == self._pos[i] + n:
+            return j
+        return None
+
+    def _record_matrix(self, table: str, token: str) -> np.ndarray:
+        rec = self.nusc.get(table, token)
+        try:
+            m = rigid_from_quaternion(rec["rotation"], rec["translation"])
+        except ValueError as err:
+            raise ValueError(f"{self.version}/{table}.json: record {token} has a degenerate rotation ({err})") from None
+        if not np.isfinite(m).all():
+            raise ValueError(f"{self.version}/{table}.json: record {token} has a non-finite translation "
+                             f"{rec['translation']}")
+        return m
+
+    def lidar_token(self, i: int) -> str:
+        """LIDAR_TOP sample_data token of frame ``i`` (``frame(i).token`` without loading anything)."""
+        return self._tokens[i]
+
+    def _lidar_calibration(self, sd: dict) -> tuple[np.ndarray, np.ndarray]:
+        return (self._record_matrix("calibrated_sensor", sd["calibrated_sensor_token"]),
+                self._record_matrix("ego_pose", sd["ego_pose_token"]))
+
+    def lidar_pose(self, i: int) -> np.ndarray:
+        """(4, 4) LiDAR-to-global pose of frame ``i`` (``ego_pose @ calibrated_sensor``), from the tables only."""
+        lidar_to_ego, ego_lidar = self._lidar_calibration(self.nusc.get("sample_data", self._tokens[i]))
+        return ego_lidar @ lidar_to_ego
+
+    def camera_views(self, i: int) -> list[CameraView]:
+        """The camera views of frame ``i`` (images loaded) in ``camera_names`` order, without reading the points."""
+        from PIL import Image
+
+        nusc = self.nusc
+        sd = nusc.get("sample_data", self._tokens[i])
+        lidar_to_ego, ego_lidar = self._lidar_calibration(sd)
+        sample = nusc.get("sample", sd["sample_token"])
+        cams: list[CameraView] = []
+        for channel in self.camera_names:
+            if channel not in sample["data"]:
+                raise KeyError(f"{self.version}: sample {sample['token']} has no {channel} camera")
+            cam_sd = nusc.get("sample_data", sample["data"][channel])
+            cs = nusc.get("calibrated_sensor", cam_sd["calibrated_sensor_token"])
+            k = check_intrinsics(cs["camera_intrinsic"], f"{self.version}/calibrated_sensor.json: "
+                                 f"record {cs['token']} ({channel}) camera_intrinsic")
+            l2c = nuscenes_lidar_to_camera(
+                lidar_to_ego, ego_lidar,
+                self._record_matrix("ego_pose", cam_sd["ego_pose_token"]),
+                self._record_matrix("calibrated_sensor", cam_sd["calibrated_sensor_token"]))
+            img_path = self.root / cam_sd["filename"]
+            if not img_path.is_file():
+                raise FileNotFoundError(f"{img_path}: camera image not found")
+            with Image.open(img_path) as im:
+                image = np.asarray(im.convert("RGB"))
+            cams.append(CameraView(image=image, intrinsics=k, lidar_to_camera=l2c, name=channel,
+                                   token=cam_sd["token"]))
+        return cams
+
+    def frame(self, i: int) -> Frame:
+        nusc = self.nusc
+        token = self._tokens[i]
+        sd = nusc.get("sample_data", token)
+        pc_path = self.root / sd["filename"]
+        raw_pts = read_bin(pc_path, columns=5, dtype=np.float32)
+        points = np.ascontiguousarray(raw_pts[:, :4])
+        labels = None
+        if self._label_files:
+            if token not in self._label_files:
+                raise KeyError(f"{self.root / self.version / 'lidarseg.json'}: no record for LIDAR_TOP sample_data "
+                               f"{token} ({pc_path.name}); every keyframe of a labelled version must have one")
+            lab_path = self.root / self._label_files[token]
+            raw = read_raw_label(lab_path, len(points), np.uint8)
+            if raw.max(initial=0) >= len(self._lut):
+                raise ValueError(f"{lab_path}: label index {int(raw.max())} is not a nuScenes-lidarseg category "
+                                 "(0..31)")
+            labels = apply_lut(self._lut, raw)
+        lidar_to_ego, ego_lidar = self._lidar_calibration(sd)
+        sample = nusc.get("sample", sd["sample_token"])
+        cams = self.camera_views(i) if self.load_cameras else []
+        seq, pos = self.sequence_of(i)
+        frame = Frame(
+            points=points, labels=labels, pose=ego_lidar @ lidar_to_ego, timestamp=sd["timestamp"] * 1e-6,
+            sequence=seq, index=pos, dataset=self.name, token=token, cameras=cams,
+            extra={"ring": raw_pts[:, 4].astype(np.int64), "sample_token": sample["token"],
+                   "scene_token": sample["scene_token"]},
+        )
+        return frame.validate(str(pc_path))

@@ -1,0 +1,130 @@
+"""Tiny datasets for tests, written in the real on-disk formats through :mod:`largead.data.export`.
+
+``make_frames`` builds frames with a LiDAR-like cloud, labels, a moving pose and rigidly mounted pinhole cameras
+looking around the car; ``make_nuscenes_fixture`` / ``make_semantickitti_fixture`` write them to ``root`` and return
+the frames written (the expected values for reader tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from largead.data.export import write_nuscenes, write_semantickitti
+from largead.data.frame import IGNORE_INDEX, CameraView, Frame
+from largead.data.geometry import axis_angle_to_matrix
+
+NUSCENES_CHANNELS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
+NUSCENES_YAWS_DEG = (0.0, -55.0, -110.0, 180.0, 110.0, 55.0)
+
+
+def camera_extrinsics(yaw_deg: float, position=(0.3, 0.0, -0.2), tilt_deg: float = 2.0) -> np.ndarray:
+    """LiDAR-to-camera transform of a camera at ``position`` (LiDAR frame) looking horizontally along ``yaw_deg``.
+
+    LiDAR axes x forward, y left, z up; camera axes x right, y down, z forward. ``tilt_deg`` pitches it slightly.
+    """
+    th = np.deg2rad(yaw_deg)
+    forward = np.array([np.cos(th), np.sin(th), 0.0])
+    right = np.array([np.sin(th), -np.cos(th), 0.0])
+    down = np.array([0.0, 0.0, -1.0])
+    rot = np.stack([right, down, forward])  # rows: camera axes in LiDAR coordinates
+    rot = axis_angle_to_matrix([1.0, 0.0, 0.0], np.deg2rad(tilt_deg)) @ rot
+    c = np.array([np.cos(th) * position[0], np.sin(th) * position[0], position[2]])
+    m = np.eye(4)
+    m[:3, :3] = rot
+    m[:3, 3] = -rot @ c
+    return m
+
+
+def block_image(rng: np.random.Generator, height: int, width: int, block: int = 8) -> np.ndarray:
+    """(H, W, 3) uint8 image of random flat-coloured blocks (compresses well, structure survives JPEG)."""
+    hb, wb = -(-height // block), -(-width // block)
+    colours = rng.integers(0, 256, size=(hb, wb, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(colours, block, 0), block, 1)[:height, :width].copy()
+
+
+def make_frames(
+    sequences: Sequence[str] = ("scene-0061", "scene-0103"),
+    frames_per_sequence: int = 3,
+    num_points: int = 3000,
+    num_classes: int = 16,
+    camera_yaws_deg: Sequence[float] = NUSCENES_YAWS_DEG,
+    camera_names: Sequence[str] = NUSCENES_CHANNELS,
+    image_size: tuple[int, int] = (48, 80),
+    intensity_scale: float = 255.0,
+    seed: int = 0,
+    dt: float = 0.5,
+) -> list[Frame]:
+    """Frames of a car driving along a curve, each with a random cloud, labels (some ignore) and cameras."""
+    rng = np.random.default_rng(seed)
+    h, w = image_size
+    k = np.array([[0.6 * w, 0.0, w / 2 - 0.5], [0.0, 0.6 * w, h / 2 - 0.5], [0.0, 0.0, 1.0]])
+    frames = []
+    for s, seq in enumerate(sequences):
+        base_t = 1.5e9 + 1000.0 * s
+        for j in range(frames_per_sequence):
+            r = rng.uniform(2.0, 40.0, num_points)
+            phi = rng.uniform(-np.pi, np.pi, num_points)
+            z = rng.uniform(-1.8, 3.0, num_points)
+            pts = np.stack([r * np.cos(phi), r * np.sin(phi), z, rng.uniform(0, intensity_scale, num_points)], 1)
+            labels = rng.integers(0, num_classes, num_points)
+            labels[rng.random(num_points) < 0.1] = IGNORE_INDEX
+            yaw = 0.1 * j + s
+            pose = np.eye(4)
+            pose[:3, :3] = axis_angle_to_matrix([0.0, 0.0, 1.0], yaw)
+            pose[:3, 3] = [100.0 * s + 5.0 * j, 20.0 + 0.5 * j * j, 0.3]
+            cams = [
+                CameraView(image=block_image(rng, h, w), intrinsics=k.copy(),
+                           lidar_to_camera=camera_extrinsics(yaw_c), name=name)
+                for yaw_c, name in zip(camera_yaws_deg, camera_names)
+            ]
+            frames.append(Frame(
+                points=pts.astype(np.float32), labels=labels.astype(np.int64),
+                instances=rng.integers(0, 5, num_points).astype(np.int64), pose=pose, timestamp=base_t + dt * j,
+                sequence=seq, index=j, dataset="fixture", cameras=cams,
+                extra={"ring": rng.integers(0, 32, num_points)},
+            ))
+    return frames
+
+
+CAMERA_EGO_MOTION = np.array([
+    [np.cos(0.01), -np.sin(0.01), 0.0, 0.12],
+    [np.sin(0.01), np.cos(0.01), 0.0, 0.01],
+    [0.0, 0.0, 1.0, 0.0],
+    [0.0, 0.0, 0.0, 1.0],
+])
+"""Ego motion between LiDAR and camera timestamps used by the nuScenes fixture (exercises the full chain)."""
+
+
+def make_nuscenes_fixture(
+    root: str | Path,
+    scenes: Sequence[str] = ("scene-0061", "scene-0103"),
+    frames_per_scene: int = 3,
+    num_points: int = 3000,
+    version: str = "v1.0-mini",
+    seed: int = 0,
+) -> list[Frame]:
+    """Write a tiny nuScenes ``version`` dataset (scenes x keyframes, LIDAR_TOP + 6 cameras, lidarseg) to ``root``.
+
+    Default scene names are official (``scene-0061``: train / mini_train, ``scene-0103``: val / mini_val).
+    Returns the frames written, with training-id labels.
+    """
+    frames = make_frames(scenes, frames_per_scene, num_points, seed=seed)
+    write_nuscenes(frames, root, version=version, camera_ego_motion=CAMERA_EGO_MOTION, camera_time_offset=0.02)
+    return frames
+
+
+def make_semantickitti_fixture(
+    root: str | Path,
+    sequences: Sequence[str] = ("00", "08"),
+    frames_per_sequence: int = 3,
+    num_points: int = 2000,
+    seed: int = 0,
+) -> list[Frame]:
+    """Write a tiny SemanticKITTI tree (velodyne, labels, calib, poses, times, image_2) to ``root``."""
+    frames = make_frames(sequences, frames_per_sequence, num_points, num_classes=19, camera_yaws_deg=(0.0,),
+                         camera_names=("image_2",), image_size=(40, 120), intensity_scale=1.0, seed=seed, dt=0.1)
+    write_semantickitti(frames, root)
+    return frames
