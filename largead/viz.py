@@ -235,3 +235,54 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return p
+
+
+def save_feature_bev(points: np.ndarray, features: np.ndarray, path: str | os.PathLike, title: str | None = None,
+                     extent: float | None = None) -> Path:
+    """Write a PNG: bird's-eye view of ``points`` coloured by the first three principal components of ``features``."""
+    from matplotlib.figure import Figure
+
+    pts = np.asarray(points)
+    if extent is None:
+        extent = float(np.clip(np.percentile(np.abs(pts[:, :2]), 98) if len(pts) else 50.0, 10.0, 80.0))
+    fig = Figure(figsize=(6, 6), facecolor=BACKGROUND)
+    ax = fig.add_axes((0.02, 0.02, 0.96, 0.9))
+    plot_bev(ax, pts, feature_colors(features), extent=extent, point_size=1.2,
+             title=title or "features (PCA -> RGB)")
+    return save_figure(fig, path)
+
+
+def similarity_to_query(features: np.ndarray, query: int) -> np.ndarray:
+    """Cosine similarity (N,) of every point's feature to the feature of point ``query``."""
+    f = np.asarray(features, dtype=np.float64)
+    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    return f @ f[query]
+
+
+def save_similarity_figure(points: np.ndarray, panels: Sequence[tuple[str, np.ndarray]], query: int,
+                           path: str | os.PathLike, extent: float = 40.0, labels: np.ndarray | None = None,
+                           class_names: Sequence[str] | None = None) -> Path:
+    """The paper's Figure 4 in one PNG: for each ``(title, features)`` panel, every point coloured by the cosine
+    similarity of its feature to the query point's (violet low, yellow high), the query marked in red. With
+    ``labels`` a first panel shows the ground truth classes for reference."""
+    from matplotlib.figure import Figure
+
+    pts = np.asarray(points)
+    n = len(panels) + (labels is not None)
+    fig = Figure(figsize=(4.2 * n, 4.6), facecolor=BACKGROUND)
+    axes = [fig.add_axes((i / n + 0.005, 0.02, 1 / n - 0.01, 0.86)) for i in range(n)]
+    k = 0
+    if labels is not None:
+        num = len(class_names) if class_names is not None else int(labels.max()) + 1
+        qname = class_names[int(labels[query])] if class_names is not None and labels[query] >= 0 else "?"
+        plot_bev(axes[0], pts, colorize_labels(labels, num), extent=extent, point_size=1.0,
+                 title=f"ground truth (query: {qname})")
+        k = 1
+    for ax, (title, feats) in zip(axes[k:], panels):
+        sim = similarity_to_query(feats, query)
+        plot_bev(ax, pts, colorize_values(sim, cmap="viridis", vmin=float(np.percentile(sim, 2)), vmax=1.0),
+                 extent=extent, point_size=1.0, title=title)
+    for ax in axes:
+        ax.plot([-pts[query, 1]], [pts[query, 0]], marker="o", color="red", markersize=7, markeredgecolor="white")
+    fig.suptitle("cosine similarity to the query point (red)", color="white", fontsize=12)
+    return save_figure(fig, path)

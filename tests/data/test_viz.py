@@ -97,3 +97,24 @@ def test_render_with_feature_colours():
     np.testing.assert_allclose(np.sort(drawn, axis=0), np.sort(cols, axis=0), atol=1e-6)
     with pytest.raises(ValueError, match=r"point_colors must be \(300, 3\)"):
         render_frame(frame, point_colors=cols[:10])
+
+
+def test_similarity_to_query_is_cosine():
+    from largead.viz import similarity_to_query
+
+    f = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(similarity_to_query(f, 0), [1.0, 0.0, np.sqrt(0.5), -1.0], atol=1e-12)
+
+
+def test_feature_and_similarity_pngs(tmp_path):
+    from largead.viz import save_feature_bev, save_similarity_figure
+
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.uniform(-20, 20, (500, 2)), rng.uniform(-2, 1, (500, 1)), rng.uniform(0, 1, (500, 1))], 1)
+    feats = rng.normal(size=(500, 8))
+    a = save_feature_bev(pts, feats, tmp_path / "bev.png")
+    b = save_similarity_figure(pts, [("random", feats), ("xyz", pts[:, :3])], query=7, path=tmp_path / "sim.png",
+                               labels=rng.integers(-1, 3, 500), class_names=("a", "b", "c"))
+    for p in (a, b):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    assert not list(tmp_path.glob(".*")), "temporary files left behind"
