@@ -1,0 +1,104 @@
+"""nuScenes-C reader over the original tables: corrupted points/labels, added-point ids, poses, cameras, errors."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nuscenes", reason="nuscenes-devkit is a test dependency (largead[test])")
+from fixtures import make_nuscenes_fixture  # noqa: E402
+
+from largead.data import IGNORE_INDEX, get_dataset, list_datasets  # noqa: E402
+from largead.data.labels import nuscenes_lidarseg_lut  # noqa: E402
+
+VERSION = "v1.0-mini"
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    """Original fixture (scene-0103 = mini_val) plus a Robo3D-style fog/heavy copy: every 3rd point dropped and
+    three added points labelled 41, 42, 43."""
+    orig = tmp_path_factory.mktemp("nuscenes")
+    make_nuscenes_fixture(orig, scenes=("scene-0103",), frames_per_scene=2, num_points=300, version=VERSION)
+    croot = tmp_path_factory.mktemp("nuscenes_c")
+    ds = get_dataset("nuscenes", orig, "mini_val", version=VERSION, cameras=False)
+    expected = []
+    for i in range(len(ds)):
+        sd = ds.nusc.get("sample_data", ds._tokens[i])
+        seg = ds.nusc.get("lidarseg", ds._tokens[i])["filename"]
+        pts = np.fromfile(orig / sd["filename"], np.float32).reshape(-1, 5)
+        raw = np.fromfile(orig / seg, np.uint8)
+        keep = np.arange(len(pts)) % 3 != 0
+        added = np.array([[1, 2, 0.5, 10, 3], [3, 1, 0.2, 5, 7], [0.5, 0.5, 0.1, 1, 9]], np.float32)
+        new_pts = np.concatenate([pts[keep], added])
+        new_raw = np.concatenate([raw[keep], np.array([41, 42, 43], np.uint8)])
+        d = croot / "fog" / "heavy"
+        os.makedirs((d / sd["filename"]).parent, exist_ok=True)
+        os.makedirs((d / seg).parent, exist_ok=True)
+        new_pts.tofile(d / sd["filename"])
+        new_raw.tofile(d / seg)
+        expected.append((new_pts, np.concatenate([nuscenes_lidarseg_lut()[raw[keep]], [IGNORE_INDEX] * 3])))
+    return orig, croot, expected
+
+
+def _open(roots, **kw):
+    orig, croot, _ = roots
+    return get_dataset("nuscenes_c", croot, "mini_val", corruption="fog", severity="heavy", nuscenes_root=orig,
+                       version=VERSION, **kw)
+
+
+def test_registered():
+    assert {"nuscenes_c", "nuscenes"} <= set(list_datasets())
+
+
+def test_corrupted_points_and_labels(roots):
+    orig, _, expected = roots
+    ds = _open(roots)
+    clean = get_dataset("nuscenes", orig, "mini_val", version=VERSION, cameras=False)
+    assert len(ds) == len(clean) == 2
+    for i, (pts, labels) in enumerate(expected):
+        f, g = ds[i], clean[i]
+        np.testing.assert_array_equal(f.points, pts[:, :4])
+        np.testing.assert_array_equal(f.extra["ring"], pts[:, 4].astype(np.int64))
+        np.testing.assert_array_equal(f.labels, labels)
+        assert (f.labels[-3:] == IGNORE_INDEX).all()
+        np.testing.assert_allclose(f.pose, g.pose)
+        assert (f.token, f.sequence, f.index, f.timestamp) == (g.token, g.sequence, g.index, g.timestamp)
+        assert f.extra["corruption"] == "fog" and f.extra["severity"] == "heavy" and f.cameras == []
+    assert ds.next_index(0) == 1 and ds.next_index(1) is None
+
+
+def test_cameras_come_from_the_original(roots):
+    orig, _, _ = roots
+    f = _open(roots, cameras=True)[0]
+    g = get_dataset("nuscenes", orig, "mini_val", version=VERSION)[0]
+    assert [c.token for c in f.cameras] == [c.token for c in g.cameras] and len(f.cameras) == 6
+    np.testing.assert_array_equal(f.cameras[0].image, g.cameras[0].image)
+    np.testing.assert_allclose(f.cameras[2].lidar_to_camera, g.cameras[2].lidar_to_camera)
+
+
+def test_errors(roots, tmp_path):
+    orig, croot, _ = roots
+    with pytest.raises(FileNotFoundError, match=r"snow.light"):
+        get_dataset("nuscenes_c", croot, "mini_val", corruption="snow", severity="light", nuscenes_root=orig,
+                    version=VERSION)
+    with pytest.raises(ValueError, match="corruption must be one of"):
+        get_dataset("nuscenes_c", croot, "mini_val", corruption="rain", nuscenes_root=orig, version=VERSION)
+    with pytest.raises(ValueError, match="nuscenes_root"):
+        get_dataset("nuscenes_c", croot, "mini_val", corruption="fog", severity="heavy")
+    ds = _open(roots)
+    seg = croot / "fog" / "heavy" / ds.base.nusc.get("lidarseg", ds.base._tokens[1])["filename"]
+    raw = np.fromfile(seg, np.uint8)
+    try:
+        bad = raw.copy()
+        bad[0] = 50
+        bad.tofile(seg)
+        with pytest.raises(ValueError, match=r"_lidarseg\.bin: label index 50"):
+            ds[1]
+        raw[:-1].tofile(seg)
+        with pytest.raises(ValueError, match=r"_lidarseg\.bin: has \d+ labels but the point cloud has"):
+            ds[1]
+    finally:
+        raw.tofile(seg)
