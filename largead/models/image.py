@@ -1,0 +1,404 @@
+"""Frozen 2D teachers: a pretrained image backbone (frozen, eval mode) + a trainable 1x1 head to 64 dims, bilinear
+upsampling back to the image, L2 normalisation. The per-pixel features are what superpixel pooling distils into the
+LiDAR network.
+
+Backbones (from ``transformers``, weights read locally or from the Hugging Face cache):
+
+- DINOv2 ViT-S/B/L, patch 14 (LargeAD, SuperFlow): ``Dinov2Model`` (or ``Dinov2WithRegistersModel``) patch tokens,
+  upsampled by the patch size.
+- ResNet-50 (SLidR): ``ResNetModel`` with SLidR's dilation (torchvision's ``replace_stride_with_dilation=[True,
+  True, True]``), which ``transformers`` does not offer as an option: :func:`dilate_resnet` converts the strided convs
+  of stages 2-4 in place (same weights), giving output stride 4, upsampled x4. SLidR uses MoCo v2 (800 epochs)
+  weights; those are torchvision checkpoints: :func:`resnet_state_dict_from_torchvision` maps their keys onto
+  ``ResNetModel``'s (``microsoft/resnet-50`` on the Hub is supervised ImageNet, not MoCo).
+
+As in SLidR, the head is ``Conv2d(C, 64, 1)`` followed by ``Upsample(scale_factor=stride, bilinear,
+align_corners=True)`` and ``F.normalize``; inputs are uint8 images scaled to [0, 1] and normalised with ImageNet
+mean/std inside :meth:`ImageTeacher.forward`. SLidR asserts that ViT inputs are multiples of the patch size; here
+inputs are zero-padded (after normalisation) at the bottom/right to a multiple of the stride and the output cropped
+back, so any size works and features stay aligned with pixels.
+
+:class:`SyntheticTeacher` stands in for a vision foundation model on the synthetic world (no pretrained weights can
+be downloaded there): a small conv net trained once on the renderer's images and semantic masks, cached on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+TEACHER_ALIASES = {
+    "vit-s": "facebook/dinov2-small",
+    "vit-b": "facebook/dinov2-base",
+    "vit-l": "facebook/dinov2-large",
+    "dinov2-vits14": "facebook/dinov2-small",
+    "dinov2-vitb14": "facebook/dinov2-base",
+    "dinov2-vitl14": "facebook/dinov2-large",
+    "resnet50": "microsoft/resnet-50",
+}
+"""Short names accepted by :meth:`ImageTeacher.from_pretrained_backbone` -> Hub ids."""
+
+
+def dilate_resnet(model: nn.Module) -> nn.Module:
+    """Turn a ``transformers`` bottleneck ``ResNetModel`` into SLidR's dilated ResNet (output stride 4), in place.
+
+    torchvision's ``replace_stride_with_dilation=[True, True, True]``: in stages 2, 3, 4 the stride-2 convolutions of
+    the first block become stride 1; that block's 3x3 conv keeps the dilation reached so far (1, 2, 4) and the other
+    3x3 convs of the stage use twice that (2, 4, 8); padding equals dilation. Weights are unchanged, so the dilated
+    net's output sampled every 8th pixel equals the original net's output exactly.
+    """
+    cfg = model.config
+    if getattr(cfg, "layer_type", "bottleneck") != "bottleneck":
+        raise ValueError(f"dilation needs bottleneck blocks (ResNet-50 and up), got layer_type={cfg.layer_type!r}")
+    # With ``downsample_in_bottleneck`` the stride sits on the first 1x1 conv, so the first block's 3x3 already runs on
+    # the downsampled grid and takes the new dilation too.
+    stride_on_3x3 = not getattr(cfg, "downsample_in_bottleneck", False)
+    dilation = 1
+    for stage in list(model.encoder.stages)[1:]:
+        previous, dilation = dilation, dilation * 2
+        for b, block in enumerate(stage.layers):
+            for conv in (m for m in block.modules() if isinstance(m, nn.Conv2d)):
+                if conv.stride != (1, 1):
+                    conv.stride = (1, 1)
+                if conv.kernel_size == (3, 3):
+                    d = previous if (b == 0 and stride_on_3x3) else dilation
+                    conv.dilation, conv.padding = (d, d), (d, d)
+    model.output_stride = 4
+    return model
+
+
+def resnet_state_dict_from_torchvision(state_dict: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """Map a torchvision-layout ResNet state dict (e.g. MoCo v2's ``module.encoder_q.*`` with ``prefix``
+    ``"module.encoder_q."``) onto ``transformers`` ``ResNetModel`` keys; the ``fc`` classifier is dropped.
+
+    torchvision ``conv1``/``bn1`` -> ``embedder.embedder.convolution``/``normalization``; ``layer{i}.{j}.conv{k}``/
+    ``bn{k}`` -> ``encoder.stages.{i-1}.layers.{j}.layer.{k-1}.convolution``/``normalization``;
+    ``layer{i}.{j}.downsample.0``/``.1`` -> ``...layers.{j}.shortcut.convolution``/``normalization``.
+    Raises ``KeyError`` naming a key that fits none of these.
+    """
+    import re
+
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if not key.startswith(prefix):
+            continue
+        k = key[len(prefix):]
+        if k.startswith("fc."):
+            continue
+        m = re.fullmatch(r"(conv1|bn1)\.(.+)", k)
+        if m:
+            part = "convolution" if m.group(1) == "conv1" else "normalization"
+            out[f"embedder.embedder.{part}.{m.group(2)}"] = value
+            continue
+        m = re.fullmatch(r"layer(\d)\.(\d+)\.(conv|bn)(\d)\.(.+)", k)
+        if m:
+            part = "convolution" if m.group(3) == "conv" else "normalization"
+            out[f"encoder.stages.{int(m.group(1)) - 1}.layers.{m.group(2)}.layer.{int(m.group(4)) - 1}."
+                f"{part}.{m.group(5)}"] = value
+            continue
+        m = re.fullmatch(r"layer(\d)\.(\d+)\.downsample\.([01])\.(.+)", k)
+        if m:
+            part = "convolution" if m.group(3) == "0" else "normalization"
+            out[f"encoder.stages.{int(m.group(1)) - 1}.layers.{m.group(2)}.shortcut.{part}.{m.group(4)}"] = value
+            continue
+        raise KeyError(f"torchvision ResNet key {key!r} has no ResNetModel counterpart")
+    return out
+
+
+class ImageTeacher(nn.Module):
+    """Frozen image backbone + trainable 1x1 head to ``out_dim`` + upsampling to the image + L2 normalisation.
+
+    ``backbone`` is a ``transformers`` ``Dinov2Model``/``Dinov2WithRegistersModel``/``ResNetModel`` or any module
+    mapping normalised pixels (B, 3, H, W) to a feature map (B, C, H/stride, W/stride) (then give ``feature_dim`` and
+    ``stride``). The backbone's parameters are frozen and it stays in eval mode even when the teacher is trained.
+    Only ``head`` (``Conv2d(C, out_dim, 1)`` with bias) is trainable.
+    """
+
+    def __init__(self, backbone: nn.Module, out_dim: int = 64, feature_dim: int | None = None,
+                 stride: int | None = None, normalize_output: bool = True):
+        super().__init__()
+        cfg = getattr(backbone, "config", None)
+        model_type = getattr(cfg, "model_type", None)
+        if model_type in ("dinov2", "dinov2_with_registers"):
+            self.kind, feature_dim, stride = "vit", cfg.hidden_size, cfg.patch_size
+            self.num_prefix_tokens = 1 + int(getattr(cfg, "num_register_tokens", 0) or 0)
+        elif model_type == "resnet":
+            self.kind, feature_dim = "resnet", cfg.hidden_sizes[-1]
+            stride = getattr(backbone, "output_stride", 32)
+            self.num_prefix_tokens = 0
+        else:
+            if feature_dim is None or stride is None:
+                raise ValueError(f"backbone {type(backbone).__name__} is not a known transformers model: give "
+                                 "feature_dim= and stride= (it must map (B, 3, H, W) to (B, C, H/stride, W/stride))")
+            self.kind, self.num_prefix_tokens = "module", 0
+        self.backbone = backbone
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+        self.feature_dim, self.stride, self.out_dim = int(feature_dim), int(stride), int(out_dim)
+        self.normalize_output = normalize_output
+        self.head = nn.Conv2d(self.feature_dim, self.out_dim, kernel_size=1)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    # -- construction ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: Any, out_dim: int = 64, dilation: bool = True) -> ImageTeacher:
+        """Randomly initialised backbone from a ``transformers`` config (``Dinov2Config``, ``ResNetConfig``)."""
+        backbone = _backbone_from(config, None, dilation, local_files_only=True)
+        return cls(backbone, out_dim=out_dim)
+
+    @classmethod
+    def from_pretrained_backbone(cls, name_or_path: str | os.PathLike, out_dim: int = 64, dilation: bool = True,
+                                 local_files_only: bool | None = None) -> ImageTeacher:
+        """Teacher on pretrained backbone weights: a Hub id, a local folder or an alias of :data:`TEACHER_ALIASES`.
+
+        Weights come from the folder or the Hugging Face cache; with ``local_files_only`` (default: the
+        ``HF_HUB_OFFLINE`` setting) nothing is downloaded. ``dilation`` applies SLidR's dilation to ResNets.
+        """
+        from huggingface_hub import constants
+        from transformers import AutoConfig
+
+        name = TEACHER_ALIASES.get(str(name_or_path), str(name_or_path))
+        local = bool(constants.HF_HUB_OFFLINE) if local_files_only is None else local_files_only
+        try:
+            config = AutoConfig.from_pretrained(name, local_files_only=local)
+            backbone = _backbone_from(config, name, dilation, local)
+        except OSError as err:
+            raise OSError(f"could not load the 2D teacher {name!r} (local_files_only={local}): pass a local folder "
+                          f"saved with save_pretrained, or download it once with `huggingface-cli download {name}`. "
+                          f"Cause: {err}") from err
+        return cls(backbone, out_dim=out_dim)
+
+    # -- behaviour ---------------------------------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> ImageTeacher:
+        """Train mode for the head only; the frozen backbone always stays in eval mode (BN statistics, dropout)."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters an optimiser should update (the head's)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def normalize_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) in 0..255, or float in [0, 1] -> ImageNet-normalised float32."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
+        x = images.to(torch.float32) / 255.0 if images.dtype == torch.uint8 else images.to(torch.float32)
+        return (x - self.mean) / self.std
+
+    def backbone_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Frozen features (B, C, H/stride, W/stride) of normalised pixels whose H, W are multiples of the stride."""
+        b, _, h, w = pixel_values.shape
+        with torch.no_grad():
+            if self.kind == "vit":
+                tokens = self.backbone(pixel_values=pixel_values).last_hidden_state[:, self.num_prefix_tokens:]
+                return tokens.transpose(1, 2).reshape(b, self.feature_dim, h // self.stride, w // self.stride)
+            if self.kind == "resnet":
+                return self.backbone(pixel_values=pixel_values).last_hidden_state
+            return self.backbone(pixel_values)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-pixel features (B, out_dim, H, W), unit L2 norm per pixel (if ``normalize_output``).
+
+        ``images``: (B, 3, H, W) uint8 RGB (or float in [0, 1]); any H, W (padded internally to the stride).
+        """
+        x = self.normalize_images(images)
+        h, w = x.shape[-2:]
+        s = self.stride
+        ph, pw = (-h) % s, (-w) % s
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        feats = self.backbone_features(x)
+        if feats.shape[-2:] != ((h + ph) // s, (w + pw) // s):
+            raise RuntimeError(f"backbone returned a {tuple(feats.shape[-2:])} map for a {(h + ph, w + pw)} input; "
+                               f"expected stride {s}")
+        out = self.head(feats)
+        if s > 1:
+            out = F.interpolate(out, scale_factor=s, mode="bilinear", align_corners=True)
+        out = out[..., :h, :w]
+        return F.normalize(out, p=2, dim=1) if self.normalize_output else out
+
+
+def _backbone_from(config: Any, name: str | None, dilation: bool, local_files_only: bool) -> nn.Module:
+    import transformers
+
+    model_type = getattr(config, "model_type", None)
+    classes = {"dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel", "resnet": "ResNetModel"}
+    if model_type not in classes:
+        raise ValueError(f"unsupported 2D teacher backbone type {model_type!r}; supported: {sorted(classes)}")
+    cls = getattr(transformers, classes[model_type])
+    model = cls(config) if name is None else cls.from_pretrained(name, local_files_only=local_files_only)
+    if model_type == "resnet" and dilation:
+        dilate_resnet(model)
+    return model
+
+
+# ------------------------------------------------------------------------------------------ synthetic stand-in VFM
+
+SYNTHETIC_TEACHER_VERSION = 1  # bump when SyntheticBackbone or its training changes: old caches are then ignored
+
+
+class SyntheticBackbone(nn.Module):
+    """Small conv net for the synthetic world: (B, 3, H, W) normalised pixels -> (B, 64, H/4, W/4) features.
+
+    Five 3x3 conv-BN-ReLU layers (two stride-2, two dilated for context), 64-d output: the "penultimate layer" that the
+    teacher's head reads. ``classifier`` (1x1 conv to the classes) is used only while it is trained.
+    """
+
+    stride = 4
+
+    def __init__(self, num_classes: int, width: int = 32, feature_dim: int = 64):
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
+                                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+        self.num_classes, self.feature_dim = int(num_classes), int(feature_dim)
+        self.features = nn.Sequential(block(3, width, 2), block(width, 2 * width, 2), block(2 * width, 2 * width),
+                                      block(2 * width, feature_dim, dilation=2), block(feature_dim, feature_dim,
+                                                                                       dilation=4))
+        self.classifier = nn.Conv2d(feature_dim, num_classes, 1)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.features(pixel_values)
+
+    def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, K, H, W) at full resolution (training only)."""
+        h, w = pixel_values.shape[-2:]
+        return F.interpolate(self.classifier(self.features(pixel_values)), size=(h, w), mode="bilinear",
+                             align_corners=False)
+
+
+def camera_training_data(cameras: Iterable[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack ``(image, semantic_mask)`` of synthetic cameras (objects with ``.image`` (H, W, 3) uint8 and
+    ``.semantic_mask`` (H, W) int) into ``(images (N, H, W, 3), masks (N, H, W))``; all images must share a size."""
+    cams = list(cameras)
+    if not cams:
+        raise ValueError("no cameras to train the synthetic teacher on")
+    missing = [getattr(c, "name", "?") for c in cams if getattr(c, "semantic_mask", None) is None]
+    if missing:
+        raise ValueError(f"cameras without semantic_mask (synthetic-world cameras carry one): {missing[:5]}")
+    shapes = {c.image.shape for c in cams}
+    if len(shapes) != 1:
+        raise ValueError(f"cameras have different image sizes {sorted(shapes)}; train on one size")
+    return np.stack([c.image for c in cams]), np.stack([np.asarray(c.semantic_mask) for c in cams])
+
+
+def train_synthetic_backbone(images: np.ndarray, masks: np.ndarray, num_classes: int, steps: int = 300,
+                             batch_size: int = 8, lr: float = 3e-3, seed: int = 0,
+                             log: Callable[[int, float], None] | None = None) -> SyntheticBackbone:
+    """Train a :class:`SyntheticBackbone` to segment ``images`` (N, H, W, 3) uint8 into ``masks`` (N, H, W).
+
+    Mask values ``0..num_classes-1`` are classes; any negative value (the synthetic world's sky is IGNORE_INDEX) is
+    trained as one extra "unlabelled" class, so the features also separate sky. Adam, cross-entropy, random
+    horizontal flips, ``steps`` mini-batches of ``batch_size``. Returns the net in eval mode.
+    """
+    images, masks = np.asarray(images), np.asarray(masks)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or masks.shape != images.shape[:3]:
+        raise ValueError(f"need images (N, H, W, 3) uint8 and masks (N, H, W); got {images.shape} {images.dtype} "
+                         f"and {masks.shape}")
+    if masks.max() >= num_classes:
+        raise ValueError(f"mask value {int(masks.max())} >= num_classes {num_classes}")
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = SyntheticBackbone(num_classes + 1)
+    x_all = torch.from_numpy(images).permute(0, 3, 1, 2)
+    y_all = torch.from_numpy(np.where(masks < 0, num_classes, masks).astype(np.int64))
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    net.train()
+    for step in range(steps):
+        idx = torch.randint(0, len(x_all), (min(batch_size, len(x_all)),), generator=g)
+        x = (x_all[idx].float() / 255.0 - mean) / std
+        y = y_all[idx]
+        flip = torch.rand(len(idx), generator=g) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        y = torch.where(flip[:, None, None], y.flip(-1), y)
+        loss = F.cross_entropy(net.logits(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if log is not None:
+            log(step, float(loss))
+    return net.eval()
+
+
+def default_cache_dir() -> Path:
+    """``$LARGEAD_CACHE/teachers`` (default ``~/.cache/largead/teachers``)."""
+    return Path(os.environ.get("LARGEAD_CACHE", Path.home() / ".cache" / "largead")) / "teachers"
+
+
+class SyntheticTeacher(ImageTeacher):
+    """Stand-in for a vision foundation model on the synthetic world. NOT a VFM.
+
+    No pretrained 2D weights can be downloaded for the synthetic world, so this teacher's frozen backbone is a
+    :class:`SyntheticBackbone` trained once, with supervision, on the renderer's images and semantic masks. Its
+    features therefore carry semantic knowledge of the world's classes, as a VFM's would carry knowledge of real
+    scenes; it is much stronger on this world than a VFM would be on real data (it was trained on its labels), so
+    results obtained with it show that the pipeline works, not how much a real VFM helps.
+
+    The trained backbone is cached at ``<cache_dir>/synthetic-<hash>.safetensors`` (atomic write) keyed by ``key``
+    (e.g. ``{"world": dataclasses.asdict(config), "seed": seed}``) plus the training settings, and reused when present.
+    """
+
+    @classmethod
+    def build(cls, key: dict[str, Any], data: Callable[[], tuple[np.ndarray, np.ndarray]], num_classes: int,
+              cache_dir: str | os.PathLike | None = None, steps: int = 300, batch_size: int = 8, lr: float = 3e-3,
+              seed: int = 0, out_dim: int = 64) -> SyntheticTeacher:
+        """Load the cached backbone for ``key`` or train it on ``data()`` -> ``(images, masks)``, then wrap it.
+
+        ``data`` is only called on a cache miss. The head (``out_dim``) is freshly initialised and trainable.
+        """
+        from safetensors.torch import load_file, save_file
+
+        settings = {"key": key, "num_classes": int(num_classes), "steps": int(steps), "batch_size": int(batch_size),
+                    "lr": float(lr), "seed": int(seed), "version": SYNTHETIC_TEACHER_VERSION}
+        blob = json.dumps(settings, sort_keys=True, default=str)
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        path = folder / f"synthetic-{digest}.safetensors"
+        backbone = SyntheticBackbone(num_classes + 1)
+        if path.is_file():
+            state = load_file(str(path))
+            try:
+                backbone.load_state_dict(state, strict=True)
+            except RuntimeError as err:
+                raise RuntimeError(f"{path}: cached synthetic teacher does not fit SyntheticBackbone "
+                                   f"(delete the file to retrain): {err}") from err
+        else:
+            images, masks = data()
+            backbone = train_synthetic_backbone(images, masks, num_classes, steps=steps, batch_size=batch_size,
+                                                lr=lr, seed=seed)
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".synthetic-", suffix=".safetensors.tmp", dir=folder)
+            os.close(fd)
+            try:
+                state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
+                save_file(state, tmp, metadata={"settings": blob})
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+        teacher = cls(backbone.eval(), out_dim=out_dim, feature_dim=backbone.feature_dim, stride=backbone.stride)
+        teacher.cache_path = path
+        return teacher
