@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,6 +135,8 @@ def test_scribblekitti_scribbles_for_train_dense_for_val(scribble_root):
     assert f.token == "00/000001" and f.sequence == "00" and f.index == 1
     assert train.next_index(0) == 1 and train.next_index(2) is None and train.next_frame(0, 2).index == 2
     f.validate("scribblekitti")
+    assert train.label_path(1) == Path(root) / "sequences" / "00" / "scribbles" / "000001.label"
+    assert val.label_path(0) == Path(root) / "sequences" / "08" / "labels" / "000000.label"
 
 
 def test_scribblekitti_missing_or_short_scribble_file(scribble_root, tmp_path):

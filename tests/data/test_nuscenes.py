@@ -9,7 +9,7 @@ from fixtures import make_nuscenes_fixture
 nuscenes = pytest.importorskip("nuscenes", reason="nuscenes-devkit is a test dependency (largead[test])")
 from nuscenes.nuscenes import NuScenes, NuScenesExplorer  # noqa: E402
 
-from largead.data import get_dataset  # noqa: E402
+from largead.data import IGNORE_INDEX, get_dataset  # noqa: E402
 from largead.data.geometry import project_points  # noqa: E402
 from largead.data.labels import NUSCENES_LIDARSEG_CATEGORIES, nuscenes_lidarseg_lut  # noqa: E402
 from largead.data.readers.nuscenes import NUSCENES_CAMERAS  # noqa: E402
@@ -124,7 +124,7 @@ def test_projection_matches_devkit(fixture):
 def small(tmp_path):
     frames = make_nuscenes_fixture(tmp_path, scenes=("scene-0061",), frames_per_scene=1, num_points=50)
     ds = get_dataset("nuscenes", tmp_path, "all", version=VERSION, cameras=False)
-    sd = ds.nusc.get("sample_data", ds._tokens[0])
+    sd = ds.nusc.get("sample_data", ds.lidar_token(0))
     return tmp_path, frames, sd
 
 
@@ -165,6 +165,24 @@ def test_label_count_mismatch(small):
         ds[0]
 
 
+def test_label_index_outside_lidarseg(small):
+    root, _, sd = small
+    ds = get_dataset("nuscenes", root, "all", version=VERSION, cameras=False)
+    path = root / ds.lidarseg_filename(0)
+    raw = np.fromfile(path, np.uint8)
+    raw[[3, 9]] = [41, 32]  # 41 is accepted only where the caller allows it (nuScenes-C's added fog points)
+    raw.tofile(path)
+    with pytest.raises(ValueError, match=r"_lidarseg\.bin: label index 41 is not a nuScenes-lidarseg category"):
+        ds[0]
+    with pytest.raises(ValueError, match=r"label index 32 is neither .* nor an added-point id \[41\]"):
+        ds.read_lidar(0, added_label_ids=(41,))
+    raw[9] = 31  # vehicle.ego -> ignore
+    raw.tofile(path)
+    *_, labels = ds.read_lidar(0, added_label_ids=(41,))
+    assert labels[3] == labels[9] == IGNORE_INDEX
+    np.testing.assert_array_equal(np.delete(labels, [3, 9]), nuscenes_lidarseg_lut()[np.delete(raw, [3, 9])])
+
+
 def test_singular_intrinsics(small):
     root, _, _ = small
     table = root / VERSION / "calibrated_sensor.json"
@@ -199,6 +217,10 @@ def test_table_only_accessors(fixture):
     ds = get_dataset("nuscenes", root, "all", version=VERSION, cameras=False)
     assert ds.lidar_token(4) == ds[4].token
     np.testing.assert_allclose(ds.lidar_pose(4), frames[4].pose, atol=1e-9)
+    records = json.loads((root / VERSION / "lidarseg.json").read_text())
+    lidarseg = {r["sample_data_token"]: r["filename"] for r in records}
+    token = ds.lidar_token(4)
+    assert ds.lidarseg_filename(4) == lidarseg[token] == f"lidarseg/{VERSION}/{token}_lidarseg.bin"
     views = ds.camera_views(4)
     assert [v.name for v in views] == list(NUSCENES_CAMERAS)
     np.testing.assert_allclose(views[2].lidar_to_camera, frames[4].cameras[2].lidar_to_camera, atol=1e-9)

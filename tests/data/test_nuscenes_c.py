@@ -26,8 +26,8 @@ def roots(tmp_path_factory):
     ds = get_dataset("nuscenes", orig, "mini_val", version=VERSION, cameras=False)
     expected = []
     for i in range(len(ds)):
-        sd = ds.nusc.get("sample_data", ds._tokens[i])
-        seg = ds.nusc.get("lidarseg", ds._tokens[i])["filename"]
+        sd = ds.nusc.get("sample_data", ds.lidar_token(i))
+        seg = ds.lidarseg_filename(i)
         pts = np.fromfile(orig / sd["filename"], np.float32).reshape(-1, 5)
         raw = np.fromfile(orig / seg, np.uint8)
         keep = np.arange(len(pts)) % 3 != 0
@@ -79,6 +79,22 @@ def test_cameras_come_from_the_original(roots):
     np.testing.assert_allclose(f.cameras[2].lidar_to_camera, g.cameras[2].lidar_to_camera)
 
 
+def test_cameras_need_no_original_sweep(roots, tmp_path):
+    """Cameras come from the tables and images only: the original point files may be absent."""
+    import shutil
+
+    orig, croot, expected = roots
+    copy = tmp_path / "nuscenes"
+    shutil.copytree(orig, copy, ignore=shutil.ignore_patterns("LIDAR_TOP"))
+    assert not (copy / "samples" / "LIDAR_TOP").exists()
+    f = get_dataset("nuscenes_c", croot, "mini_val", corruption="fog", severity="heavy", nuscenes_root=copy,
+                    version=VERSION, cameras=True)[1]
+    np.testing.assert_array_equal(f.points, expected[1][0][:, :4])
+    g = get_dataset("nuscenes", orig, "mini_val", version=VERSION)[1]
+    assert [c.name for c in f.cameras] == [c.name for c in g.cameras] and len(f.cameras) == 6
+    np.testing.assert_allclose(f.pose, g.pose)
+
+
 def test_errors(roots, tmp_path):
     orig, croot, _ = roots
     with pytest.raises(FileNotFoundError, match=r"snow.light"):
@@ -89,7 +105,7 @@ def test_errors(roots, tmp_path):
     with pytest.raises(ValueError, match="nuscenes_root"):
         get_dataset("nuscenes_c", croot, "mini_val", corruption="fog", severity="heavy")
     ds = _open(roots)
-    seg = croot / "fog" / "heavy" / ds.base.nusc.get("lidarseg", ds.base._tokens[1])["filename"]
+    seg = croot / "fog" / "heavy" / ds.base.lidarseg_filename(1)
     raw = np.fromfile(seg, np.uint8)
     try:
         bad = raw.copy()

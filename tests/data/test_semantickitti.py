@@ -8,7 +8,15 @@ from largead.data import get_dataset
 from largead.data.frame import IGNORE_INDEX
 from largead.data.geometry import frame_pairs
 from largead.data.labels import SEMANTICKITTI_LEARNING_MAP
-from largead.data.readers._kitti_io import read_bin, read_calib, read_label, read_poses, read_times, write_label
+from largead.data.readers._kitti_io import (
+    present_sequences,
+    read_bin,
+    read_calib,
+    read_label,
+    read_poses,
+    read_times,
+    write_label,
+)
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +98,39 @@ def test_projection_against_p2_tr(fixture):
     assert len(pairs) > 20
 
 
+def test_label_dir_option(fixture, tmp_path):
+    """``label_dir`` reads another label folder next to ``velodyne/`` (ScribbleKITTI's hook), mapped the same way."""
+    root, frames = fixture
+    import shutil
+
+    shutil.copytree(root / "sequences" / "08", tmp_path / "sequences" / "08")
+    sem = np.where(np.arange(frames[3].num_points) % 2 == 0, 40, 0)  # raw road (40) on even points, else unlabeled
+    write_label(tmp_path / "sequences/08/pseudo/000000.label", sem, np.full(len(sem), 5))
+    ds = get_dataset("semantickitti", tmp_path, "val", label_dir="pseudo")
+    assert ds.label_path(0) == tmp_path / "sequences/08/pseudo/000000.label"
+    f = ds[0]
+    road = SEMANTICKITTI_LEARNING_MAP[40]
+    np.testing.assert_array_equal(f.labels, np.where(np.arange(len(sem)) % 2 == 0, road, IGNORE_INDEX))
+    np.testing.assert_array_equal(f.instances, np.full(len(sem), 5))
+    np.testing.assert_array_equal(f.points, frames[3].points)  # scans unchanged
+    with pytest.raises(FileNotFoundError, match=r"08/pseudo/000001\.label: label file not found"):
+        ds[1]
+    assert get_dataset("semantickitti", tmp_path, "val").label_path(1) == tmp_path / "sequences/08/labels/000001.label"
+
+
+def test_present_sequences(tmp_path):
+    for s in ("00", "02"):
+        (tmp_path / s / "velodyne").mkdir(parents=True)
+    (tmp_path / "03").mkdir()  # a sequence folder without scans
+    with pytest.warns(UserWarning, match=r"^mine: .*: sequences 01, 03 of split 'train' are missing and skipped$"):
+        assert present_sequences(tmp_path, ["00", "01", "02", "03"], "train", "velodyne", who="mine") == (
+            ["00", "02"], ["01", "03"])
+    with pytest.warns(UserWarning, match=r"sequences 01 of split 'val'"):
+        assert present_sequences(tmp_path, ["03", "01"], "val") == (["03"], ["01"])
+    with pytest.raises(FileNotFoundError, match=r"none of the val sequences 01, 03 has a velodyne/ folder"):
+        present_sequences(tmp_path, ["01", "03"], "val", "velodyne", required=True)
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 
 
@@ -151,6 +192,17 @@ def test_singular_p2(small):
     calib.write_text("\n".join(lines))
     with pytest.raises(ValueError, match=r"08/calib\.txt: P2 is singular"):
         get_dataset("semantickitti", small.parent.parent, "val", cameras=True)
+
+
+def test_missing_or_corrupt_image(small):
+    ds = get_dataset("semantickitti", small.parent.parent, "val", cameras=True)
+    assert ds[0].cameras[0].image.shape[2] == 3
+    (small / "image_2/000000.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"image_2/000000\.png: not a decodable image"):
+        ds[0]
+    (small / "image_2/000001.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"image_2/000001\.png: camera image file not found"):
+        ds[1]
 
 
 def test_poses_count_and_format(small):

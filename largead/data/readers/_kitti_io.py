@@ -1,15 +1,19 @@
 """Parsing and writing of the KITTI-format files shared by SemanticKITTI and its family.
 
-``.bin`` point files (flat float32 records), ``.label`` files (uint32: semantic id in the lower 16 bits, instance id
-in the upper 16), ``calib.txt`` (``KEY: v1 v2 ...`` lines), ``poses.txt`` (12 floats a line, a row-major 3x4
-transform) and ``times.txt`` (one float a line, seconds). Every reader validates and raises ``ValueError`` /
-``FileNotFoundError`` naming the file and the problem; every writer writes atomically (temp file + ``os.replace``).
+``.bin`` point files (flat float32 records; nuScenes' ``.pcd.bin`` too), ``.label`` files (uint32: semantic id in
+the lower 16 bits, instance id in the upper 16), ``calib.txt`` (``KEY: v1 v2 ...`` lines), ``poses.txt`` (12 floats a
+line, a row-major 3x4 transform), ``times.txt`` (one float a line, seconds) and camera images. Every reader
+validates and raises ``ValueError`` / ``FileNotFoundError`` naming the file and the problem; every writer writes
+atomically (temp file + ``os.replace``). :func:`present_sequences` is the one place that decides which sequence
+folders of a split exist (and warns about the others).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +74,18 @@ def read_label(path: PathLike, n_points: int | None = None,
     return raw & 0xFFFF, raw >> 16
 
 
+def read_image(path: PathLike) -> np.ndarray:
+    """Read a camera image file (PNG, JPEG, ...) as ``(H, W, 3)`` uint8 RGB; errors name the file."""
+    from PIL import Image
+
+    p = _require(path, "camera image")
+    try:
+        with Image.open(p) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"{p}: not a decodable image (truncated or corrupt): {err}") from err
+
+
 def _parse_floats(p: Path, lineno: int, text: str) -> np.ndarray:
     try:
         vals = np.array([float(t) for t in text.split()], dtype=np.float64)
@@ -123,6 +139,27 @@ def read_poses(path: PathLike) -> np.ndarray:
         check_rigid(m, f"{p}: line {lineno}")
         rows.append(m)
     return np.stack(rows) if rows else np.zeros((0, 4, 4))
+
+
+def present_sequences(parent: PathLike, wanted: Sequence[str], split: str, marker: str = "", who: str = "",
+                      required: bool = False) -> tuple[list[str], list[str]]:
+    """Split the sequence folders ``wanted`` under ``parent`` into ``(present, missing)``, order kept.
+
+    A sequence is present when ``<parent>/<seq>/<marker>`` is a folder (``marker=""``: the sequence folder itself).
+    With ``required``, ``FileNotFoundError`` is raised when none is present. Otherwise missing sequences are skipped
+    with one ``UserWarning`` naming them, the split and ``parent`` (prefixed with ``who``, the dataset name, when
+    given).
+    """
+    present = [s for s in wanted if os.path.isdir(os.path.join(parent, s, marker))]
+    missing = [s for s in wanted if s not in present]
+    if required and not present:
+        has = f"has a {marker}/ folder" if marker else "is present"
+        raise FileNotFoundError(f"{os.fspath(parent)}: none of the {split} sequences {', '.join(wanted)} {has}")
+    if missing:
+        prefix = f"{who}: " if who else ""
+        warnings.warn(f"{prefix}{os.fspath(parent)}: sequences {', '.join(missing)} of split {split!r} are missing "
+                      "and skipped", stacklevel=3)
+    return present, missing
 
 
 def read_times(path: PathLike) -> np.ndarray:

@@ -24,20 +24,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from largead.data.frame import Frame
 from largead.data.geometry import kitti_lidar_poses
-from largead.data.labels import (
-    SEMANTICKITTI_CLASSES,
-    SEMANTICKITTI_LEARNING_MAP,
-    apply_lut,
-    build_lut,
-)
+from largead.data.labels import SEMANTICKITTI_CLASSES, apply_lut, build_lut, semantickitti_lut
 from largead.data.labels_extra import (
     CORRUPTIONS,
     DAPS3D_CLASSES,
@@ -57,15 +50,15 @@ from largead.data.labels_extra import (
     SYNTH4D_LEARNING_MAP,
 )
 from largead.data.readers._kitti_io import (
+    present_sequences,
     read_bin,
     read_calib,
     read_label,
     read_poses,
     read_raw_label,
 )
+from largead.data.readers.semantickitti import SEMANTICKITTI_SPLITS, SemanticKITTIDataset
 from largead.data.registry import LidarDataset, register_dataset
-
-SEMANTICKITTI_TRAIN = ("00", "01", "02", "03", "04", "05", "06", "07", "09", "10")
 
 
 @dataclass(frozen=True)
@@ -79,37 +72,39 @@ class Scan:
     stem: str
 
 
-def _present_sequences(name: str, parent: str, wanted: list[str] | tuple[str, ...], split: str) -> list[str]:
-    """The sequence folders of ``wanted`` that exist under ``parent``; warns naming the missing ones."""
-    present = [s for s in wanted if os.path.isdir(os.path.join(parent, s))]
-    missing = [s for s in wanted if s not in present]
-    if missing:
-        warnings.warn(f"{name}: {parent}: sequences {', '.join(missing)} of split {split!r} are missing and skipped",
-                      stacklevel=3)
-    return present
-
-
 def _listdir(path: str, suffix: str, what: str) -> list[str]:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: {what} folder not found")
     return sorted(f for f in os.listdir(path) if f.endswith(suffix))
 
 
-def _numbered_scans(seq: str, scan_dir: str, label_dir: str | None, scan_ext: str, label_ext: str,
-                    labels_required: bool = True) -> list[Scan]:
-    """Scans ``<scan_dir>/<stem><scan_ext>`` with labels ``<label_dir>/<stem><label_ext>`` (stems are integers)."""
+def _labelled_scans(seq: str, scan_dir: str, label_dir: str, scan_ext: str, label_ext: str,
+                    numbered: bool = True, what: str | None = None) -> list[Scan]:
+    """Scans ``<scan_dir>/<stem><scan_ext>`` (sorted) whose labels ``<label_dir>/<stem><label_ext>`` must exist.
+
+    ``numbered``: stems are frame numbers and give the position; otherwise positions are ``0, 1, ...`` in file
+    order. ``what`` names the scan folder in the error raised when it is missing.
+    """
     out = []
-    for name in _listdir(scan_dir, scan_ext, f"sequence {seq} scan"):
+    for name in _listdir(scan_dir, scan_ext, what or f"sequence {seq} scan"):
         stem = name[: -len(scan_ext)]
-        if not stem.isdigit():
+        if numbered and not stem.isdigit():
             raise ValueError(f"{os.path.join(scan_dir, name)}: scan file name is not a frame number")
-        lab = None
-        if label_dir is not None:
-            lab = os.path.join(label_dir, stem + label_ext)
-            if labels_required and not os.path.isfile(lab):
-                raise FileNotFoundError(f"{lab}: label file of scan {os.path.join(scan_dir, name)} not found")
-        out.append(Scan(seq, int(stem), os.path.join(scan_dir, name), lab, stem))
+        lab = os.path.join(label_dir, stem + label_ext)
+        if not os.path.isfile(lab):
+            raise FileNotFoundError(f"{lab}: label file of scan {os.path.join(scan_dir, name)} not found")
+        out.append(Scan(seq, int(stem) if numbered else len(out), os.path.join(scan_dir, name), lab, stem))
     return out
+
+
+def _load_npy(path: str, what: str) -> np.ndarray:
+    """``np.load`` without pickles; errors name ``path`` (``what`` says which file was expected when it is missing)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: {what} not found") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable .npy array (truncated or corrupt): {err}") from err
 
 
 class KittiFamilyDataset(LidarDataset):
@@ -177,60 +172,37 @@ class KittiFamilyDataset(LidarDataset):
 
 
 class _SemanticKittiLabels(KittiFamilyDataset):
-    """uint32 ``.label`` files with SemanticKITTI-style raw ids, mapped through ``self.lut``."""
+    """``.label`` files of ``label_dtype`` records with SemanticKITTI-style raw ids (semantic id in the lower 16
+    bits, instance id in the upper 16), mapped through ``self.lut``."""
 
     lut: np.ndarray
+    label_dtype: type = np.uint32
 
     def load_labels(self, scan: Scan, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         if scan.labels is None:
             return None, None
-        sem, inst = read_label(scan.labels, n)
+        sem, inst = read_label(scan.labels, n, self.label_dtype)
         return apply_lut(self.lut, sem), inst
 
 
 # ------------------------------------------------------------------------------------------------- ScribbleKITTI
 @register_dataset("scribblekitti")
-class ScribbleKittiDataset(LidarDataset):
+class ScribbleKittiDataset(SemanticKITTIDataset):
     """ScribbleKITTI (ouenal/scribblekitti): SemanticKITTI scans with scribble labels for training.
 
     ScribbleKITTI ships only ``sequences/NN/scribbles/NNNNNN.label``, placed into a full SemanticKITTI tree, so this
-    reader composes :class:`~largead.data.readers.semantickitti.SemanticKITTIDataset` (scans, poses, times,
-    ``image_2`` cameras with ``cameras=True``) and reads the labels itself: ``scribbles/`` for train (00-07, 09, 10;
-    ``dense_train_labels=True`` reads the dense ``labels/`` instead), the dense ``labels/`` for val (08), as the
+    is the :class:`~largead.data.readers.semantickitti.SemanticKITTIDataset` reader (scans, poses, times,
+    ``image_2`` cameras with ``cameras=True``) with its ``label_dir`` set to ``scribbles`` for train (00-07, 09, 10;
+    ``dense_train_labels=True`` reads the dense ``labels/`` instead) and the dense ``labels`` for val (08), as the
     official evaluation does. Raw ids and the 19-class map are SemanticKITTI's (unannotated = 0 -> ignore).
     """
 
-    class_names = SEMANTICKITTI_CLASSES
-    has_cameras = True
-    temporal = True
     splits = ("train", "val")
-    label_fraction_unit = "frame"
 
     def __init__(self, root: str | None, split: str = "train", cameras: bool = False,
                  dense_train_labels: bool = False) -> None:
-        from largead.data.readers.semantickitti import SemanticKITTIDataset
-
-        self.base = SemanticKITTIDataset(root, split, cameras=cameras)
-        self.base.has_labels = False  # labels are read here, from the scribble or dense folder
-        self.split = split
-        self.label_dir = "scribbles" if split == "train" and not dense_train_labels else "labels"
-        self.lut = build_lut(SEMANTICKITTI_LEARNING_MAP, 260)
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def sequence_of(self, i: int) -> tuple[str, int]:
-        return self.base.sequence_of(i)
-
-    def next_index(self, i: int, n: int = 1) -> int | None:
-        return self.base.next_index(i, n)
-
-    def frame(self, i: int) -> Frame:
-        f = self.base.frame(i)
-        scan = Path(self.base._files[i])
-        sem, inst = read_label(scan.parent.parent / self.label_dir / f"{scan.stem}.label", f.num_points)
-        f.labels, f.instances, f.dataset = apply_lut(self.lut, sem), inst, self.name
-        return f
+        label_dir = "scribbles" if split == "train" and not dense_train_labels else "labels"
+        super().__init__(root, split, cameras=cameras, label_dir=label_dir)
 
 
 # ----------------------------------------------------------------------------------------------------- RELLIS-3D
@@ -307,9 +279,9 @@ class SemanticPossDataset(_SemanticKittiLabels):
         self.lut = build_lut(SEMANTICPOSS_LEARNING_MAP, 65536)
         all_seqs = ("00", "01", "02", "03", "04", "05")
         seqs = [s for s in all_seqs if s != val_sequence] if split == "train" else [val_sequence]
-        for seq in _present_sequences(self.name, os.path.join(self.root, "sequences"), seqs, split):
+        for seq in present_sequences(os.path.join(self.root, "sequences"), seqs, split, who=self.name)[0]:
             seq_dir = os.path.join(self.root, "sequences", seq)
-            scans = _numbered_scans(seq, os.path.join(seq_dir, "velodyne"), os.path.join(seq_dir, "labels"),
+            scans = _labelled_scans(seq, os.path.join(seq_dir, "velodyne"), os.path.join(seq_dir, "labels"),
                                     ".bin", ".label")
             self.scans += scans
             self._load_sequence_poses(seq, seq_dir, max(s.position for s in scans) + 1 if scans else 0, True)
@@ -336,13 +308,8 @@ class SemanticStfDataset(KittiFamilyDataset):
         super().__init__(root, split)
         self.lut = build_lut(SEMANTICSTF_LEARNING_MAP, 21)
         d = os.path.join(self.root, split)
-        scans = []
-        for name in _listdir(os.path.join(d, "velodyne"), ".bin", f"SemanticSTF {split} velodyne"):
-            stem = name[:-4]
-            lab = os.path.join(d, "labels", stem + ".label")
-            if not os.path.isfile(lab):
-                raise FileNotFoundError(f"{lab}: label file of scan {os.path.join(d, 'velodyne', name)} not found")
-            scans.append(Scan(split, len(scans), os.path.join(d, "velodyne", name), lab, stem))
+        scans = _labelled_scans(split, os.path.join(d, "velodyne"), os.path.join(d, "labels"), ".bin", ".label",
+                                numbered=False, what=f"SemanticSTF {split} velodyne")
         if weather is not None:
             if split != "val":
                 raise ValueError(f"semanticstf: weather subsets exist for the val split only, got split {split!r}")
@@ -417,9 +384,9 @@ class SynLidarDataset(_SemanticKittiLabels):
         all_seqs = [f"{k:02d}" for k in range(13)]
         seqs = {"all": all_seqs, "val": list(self.VAL_SEQUENCES),
                 "train": [s for s in all_seqs if s not in self.VAL_SEQUENCES]}[split]
-        for seq in _present_sequences(self.name, self.root, seqs, split):
+        for seq in present_sequences(self.root, seqs, split, who=self.name)[0]:
             seq_dir = os.path.join(self.root, seq)
-            self.scans += _numbered_scans(seq, os.path.join(seq_dir, "velodyne"), os.path.join(seq_dir, "labels"),
+            self.scans += _labelled_scans(seq, os.path.join(seq_dir, "velodyne"), os.path.join(seq_dir, "labels"),
                                           ".bin", ".label")
         self._finish_index()
 
@@ -437,13 +404,14 @@ class Daps3dDataset(_SemanticKittiLabels):
 
     class_names = DAPS3D_CLASSES
     splits = ("train", "val")
+    label_dtype = np.int32
 
     def __init__(self, root: str | None, split: str = "train", variant: str = "daps-1") -> None:
         super().__init__(root, split)
         self.lut = build_lut(DAPS3D_LEARNING_MAP, 65536)
         data = os.path.join(self.root, "data")
         if variant == "daps-1":
-            seqs = list(SEMANTICKITTI_TRAIN) if split == "train" else ["08"]
+            seqs = list(SEMANTICKITTI_SPLITS[split])
         elif variant == "daps-2":
             if split != "val":
                 raise ValueError("daps3d: DAPS-2 is an evaluation set; use split='val'")
@@ -451,11 +419,11 @@ class Daps3dDataset(_SemanticKittiLabels):
                 data) else []
         else:
             raise ValueError(f"daps3d: variant must be 'daps-1' or 'daps-2', got {variant!r}")
-        for seq in _present_sequences(self.name, data, seqs, split):
+        for seq in present_sequences(data, seqs, split, who=self.name)[0]:
             seq_dir = os.path.join(data, seq)
             clouds = os.path.join(seq_dir, "clouds")
             ext = ".npy" if not _listdir(clouds, ".bin", f"DAPS-3D {seq} clouds") else ".bin"
-            self.scans += _numbered_scans(seq, clouds, os.path.join(seq_dir, "labels"), ext, ".label")
+            self.scans += _labelled_scans(seq, clouds, os.path.join(seq_dir, "labels"), ext, ".label")
         self._finish_index()
 
     def load_points(self, scan: Scan) -> tuple[np.ndarray, dict]:
@@ -463,19 +431,10 @@ class Daps3dDataset(_SemanticKittiLabels):
             return _load_npy_points(scan.points), {}
         return read_bin(scan.points, 4, np.float32), {}
 
-    def load_labels(self, scan: Scan, n: int) -> tuple[np.ndarray, np.ndarray]:
-        sem, inst = read_label(scan.labels, n, np.int32)
-        return apply_lut(self.lut, sem), inst
-
 
 def _load_npy_points(path: str) -> np.ndarray:
     """An ``.npy`` point array (N, >= 3) as float32 (N, 4); a missing intensity column becomes zeros."""
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: point file not found") from None
-    except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable .npy array (truncated or corrupt): {err}") from err
+    arr = _load_npy(path, "point file")
     if arr.ndim != 2 or arr.shape[1] < 3:
         raise ValueError(f"{path}: expected an (N, >=3) point array, got shape {arr.shape}")
     arr = arr.astype(np.float32)
@@ -531,12 +490,7 @@ class Synth4dDataset(KittiFamilyDataset):
         return _load_npy_points(scan.points), {}
 
     def load_labels(self, scan: Scan, n: int) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            raw = np.load(scan.labels, allow_pickle=False)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{scan.labels}: label file of scan {scan.points} not found") from None
-        except (ValueError, OSError, EOFError) as err:
-            raise ValueError(f"{scan.labels}: not a readable .npy array (truncated or corrupt): {err}") from err
+        raw = _load_npy(scan.labels, f"label file of scan {scan.points}")
         raw = raw.reshape(-1) if raw.ndim == 2 and raw.shape[1] == 1 else raw
         if raw.ndim != 1 or len(raw) != n:
             raise ValueError(f"{scan.labels}: has labels of shape {raw.shape} but the point cloud has {n} points")
@@ -563,9 +517,9 @@ class SemanticKittiCDataset(_SemanticKittiLabels):
         if severity not in SEVERITIES:
             raise ValueError(f"semantickitti_c: severity must be one of {SEVERITIES}, got {severity!r}")
         self.corruption, self.severity = corruption, severity
-        self.lut = build_lut(SEMANTICKITTI_LEARNING_MAP, 260)
+        self.lut = semantickitti_lut()
         d = os.path.join(self.root, corruption, severity)
-        self.scans = _numbered_scans("08", os.path.join(d, "velodyne"), os.path.join(d, "labels"), ".bin", ".label")
+        self.scans = _labelled_scans("08", os.path.join(d, "velodyne"), os.path.join(d, "labels"), ".bin", ".label")
         self._finish_index()
 
     def frame(self, i: int) -> Frame:

@@ -17,7 +17,7 @@ the tables (for exported synthetic data whose scene names are not official). Sce
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,7 +26,7 @@ import numpy as np
 from largead.data.frame import CameraView, Frame
 from largead.data.geometry import check_intrinsics, nuscenes_lidar_to_camera, rigid_from_quaternion
 from largead.data.labels import NUSCENES_CLASSES, apply_lut, nuscenes_lidarseg_lut
-from largead.data.readers._kitti_io import read_bin, read_raw_label
+from largead.data.readers._kitti_io import read_bin, read_image, read_raw_label
 from largead.data.registry import LidarDataset, register_dataset
 
 NUSCENES_CAMERAS: tuple[str, ...] = (
@@ -170,6 +170,19 @@ class NuScenesDataset(LidarDataset):
         """LIDAR_TOP sample_data token of frame ``i`` (``frame(i).token`` without loading anything)."""
         return self._tokens[i]
 
+    def lidarseg_filename(self, i: int) -> str | None:
+        """Label file of frame ``i`` relative to the dataroot (``lidarseg/<version>/<token>_lidarseg.bin``), or
+        ``None`` when the tables carry no lidarseg (``v1.0-test``). Raises ``KeyError`` when a labelled version has no
+        record for the frame."""
+        if not self._label_files:
+            return None
+        token = self._tokens[i]
+        if token not in self._label_files:
+            point_file = Path(self.nusc.get("sample_data", token)["filename"]).name
+            raise KeyError(f"{self.root / self.version / 'lidarseg.json'}: no record for LIDAR_TOP sample_data "
+                           f"{token} ({point_file}); every keyframe of a labelled version must have one")
+        return self._label_files[token]
+
     def _lidar_calibration(self, sd: dict) -> tuple[np.ndarray, np.ndarray]:
         return (self._record_matrix("calibrated_sensor", sd["calibrated_sensor_token"]),
                 self._record_matrix("ego_pose", sd["ego_pose_token"]))
@@ -181,8 +194,6 @@ class NuScenesDataset(LidarDataset):
 
     def camera_views(self, i: int) -> list[CameraView]:
         """The camera views of frame ``i`` (images loaded) in ``camera_names`` order, without reading the points."""
-        from PIL import Image
-
         nusc = self.nusc
         sd = nusc.get("sample_data", self._tokens[i])
         lidar_to_ego, ego_lidar = self._lidar_calibration(sd)
@@ -199,41 +210,52 @@ class NuScenesDataset(LidarDataset):
                 lidar_to_ego, ego_lidar,
                 self._record_matrix("ego_pose", cam_sd["ego_pose_token"]),
                 self._record_matrix("calibrated_sensor", cam_sd["calibrated_sensor_token"]))
-            img_path = self.root / cam_sd["filename"]
-            if not img_path.is_file():
-                raise FileNotFoundError(f"{img_path}: camera image not found")
-            with Image.open(img_path) as im:
-                image = np.asarray(im.convert("RGB"))
+            image = read_image(self.root / cam_sd["filename"])
             cams.append(CameraView(image=image, intrinsics=k, lidar_to_camera=l2c, name=channel,
                                    token=cam_sd["token"]))
         return cams
 
-    def frame(self, i: int) -> Frame:
-        nusc = self.nusc
-        token = self._tokens[i]
-        sd = nusc.get("sample_data", token)
-        pc_path = self.root / sd["filename"]
+    def read_lidar(self, i: int, data_root: str | Path | None = None,
+                   added_label_ids: Collection[int] = ()) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Read the ``LIDAR_TOP`` sweep of frame ``i`` and its lidarseg labels, by their table file names.
+
+        Args:
+            data_root: folder the table file names are relative to (default: the dataroot). Datasets that keep
+                nuScenes' file names under another folder (nuScenes-C) pass it.
+            added_label_ids: raw label ids accepted besides the 32 lidarseg categories, mapped to ignore (the ids
+                nuScenes-C gives the points it adds); any other index above 31 is an error naming the file.
+
+        Returns:
+            ``(point file, points (N, 4) float32 x, y, z, intensity, ring (N,) int64, labels (N,) int64 training ids
+            or None when the tables carry no lidarseg)``.
+        """
+        base = self.root if data_root is None else Path(data_root)
+        pc_path = base / self.nusc.get("sample_data", self._tokens[i])["filename"]
         raw_pts = read_bin(pc_path, columns=5, dtype=np.float32)
-        points = np.ascontiguousarray(raw_pts[:, :4])
-        labels = None
-        if self._label_files:
-            if token not in self._label_files:
-                raise KeyError(f"{self.root / self.version / 'lidarseg.json'}: no record for LIDAR_TOP sample_data "
-                               f"{token} ({pc_path.name}); every keyframe of a labelled version must have one")
-            lab_path = self.root / self._label_files[token]
-            raw = read_raw_label(lab_path, len(points), np.uint8)
-            if raw.max(initial=0) >= len(self._lut):
-                raise ValueError(f"{lab_path}: label index {int(raw.max())} is not a nuScenes-lidarseg category "
-                                 "(0..31)")
-            labels = apply_lut(self._lut, raw)
-        lidar_to_ego, ego_lidar = self._lidar_calibration(sd)
-        sample = nusc.get("sample", sd["sample_token"])
+        points, ring = np.ascontiguousarray(raw_pts[:, :4]), raw_pts[:, 4].astype(np.int64)
+        label_file = self.lidarseg_filename(i)
+        if label_file is None:
+            return pc_path, points, ring, None
+        lab_path = base / label_file
+        raw = read_raw_label(lab_path, len(points), np.uint8)
+        known = (raw < len(self._lut)) | np.isin(raw, list(added_label_ids))
+        if not known.all():
+            category = "a nuScenes-lidarseg category (0..31)"
+            what = (f"neither {category} nor an added-point id {sorted(added_label_ids)}" if added_label_ids
+                    else f"not {category}")
+            raise ValueError(f"{lab_path}: label index {int(raw[~known][0])} is {what}")
+        return pc_path, points, ring, apply_lut(self._lut, raw)
+
+    def frame(self, i: int) -> Frame:
+        token = self._tokens[i]
+        pc_path, points, ring, labels = self.read_lidar(i)
+        sd = self.nusc.get("sample_data", token)
+        sample = self.nusc.get("sample", sd["sample_token"])
         cams = self.camera_views(i) if self.load_cameras else []
         seq, pos = self.sequence_of(i)
         frame = Frame(
-            points=points, labels=labels, pose=ego_lidar @ lidar_to_ego, timestamp=sd["timestamp"] * 1e-6,
+            points=points, labels=labels, pose=self.lidar_pose(i), timestamp=sd["timestamp"] * 1e-6,
             sequence=seq, index=pos, dataset=self.name, token=token, cameras=cams,
-            extra={"ring": raw_pts[:, 4].astype(np.int64), "sample_token": sample["token"],
-                   "scene_token": sample["scene_token"]},
+            extra={"ring": ring, "sample_token": sample["token"], "scene_token": sample["scene_token"]},
         )
         return frame.validate(str(pc_path))

@@ -9,8 +9,8 @@ The corrupted sweeps keep the original file names and tokens, so the original nu
 ``nuscenes_root``) index them: this reader composes :class:`~largead.data.readers.nuscenes.NuScenesDataset` (split,
 scene order, poses, cameras) and only redirects the point and label files to the corruption's folder. Robo3D labels
 the points it adds with ids outside nuScenes' 0-31 (fog 41, snow 42, crosstalk 43): they map to ignore; any other
-id above 31 is an error. Cameras are not corrupted; with ``cameras=True`` they come from the original dataset (this
-reads the original sweep too, through the nuScenes reader).
+id above 31 is an error. Cameras are not corrupted; with ``cameras=True`` they come from the original dataset
+(:meth:`~largead.data.readers.nuscenes.NuScenesDataset.camera_views`, which reads the tables and images only).
 """
 
 from __future__ import annotations
@@ -18,12 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from largead.data.frame import Frame
-from largead.data.labels import NUSCENES_CLASSES, apply_lut, nuscenes_lidarseg_lut
+from largead.data.labels import NUSCENES_CLASSES
 from largead.data.labels_extra import CORRUPTIONS, NUSCENES_C_ADDED_IDS, SEVERITIES
-from largead.data.readers._kitti_io import read_bin, read_raw_label
 from largead.data.readers.nuscenes import NuScenesDataset
 from largead.data.registry import LidarDataset, register_dataset
 
@@ -63,11 +60,6 @@ class NuScenesCDataset(LidarDataset):
         self.base = NuScenesDataset(nuscenes_root, split, version=version, cameras=cameras, nusc=nusc)
         self.split = split
         self.load_cameras = cameras
-        lut = nuscenes_lidarseg_lut()
-        self._lut = np.concatenate([lut, np.full(max(NUSCENES_C_ADDED_IDS) + 1 - len(lut), -1, np.int64)])
-        self._allowed = np.zeros(len(self._lut), bool)
-        self._allowed[: len(lut)] = True
-        self._allowed[list(NUSCENES_C_ADDED_IDS)] = True
 
     def __len__(self) -> int:
         return len(self.base)
@@ -79,32 +71,14 @@ class NuScenesCDataset(LidarDataset):
         return self.base.next_index(i, n)
 
     def frame(self, i: int) -> Frame:
-        nusc = self.base.nusc
-        token = self.base._tokens[i]
-        sd = nusc.get("sample_data", token)
-        pc_path = self.corrupt_root / sd["filename"]
-        raw_pts = read_bin(pc_path, columns=5, dtype=np.float32)
-        points = np.ascontiguousarray(raw_pts[:, :4])
-        labels = None
-        if token in nusc._token2ind.get("lidarseg", {}):
-            lab_path = self.corrupt_root / nusc.get("lidarseg", token)["filename"]
-            raw = read_raw_label(lab_path, len(points), np.uint8)
-            bad = (raw >= len(self._lut)) | ~self._allowed[np.minimum(raw, len(self._lut) - 1)]
-            if bad.any():
-                raise ValueError(f"{lab_path}: label index {int(raw[bad][0])} is neither a nuScenes-lidarseg category "
-                                 f"(0..31) nor a Robo3D added-point id {sorted(NUSCENES_C_ADDED_IDS)}")
-            labels = apply_lut(self._lut, raw)
-        if self.load_cameras:
-            original = self.base.frame(i)
-            pose, cameras = original.pose, original.cameras
-        else:
-            pose = (self.base._record_matrix("ego_pose", sd["ego_pose_token"])
-                    @ self.base._record_matrix("calibrated_sensor", sd["calibrated_sensor_token"]))
-            cameras = []
-        sample = nusc.get("sample", sd["sample_token"])
-        seq, pos = self.base.sequence_of(i)
-        return Frame(points=points, labels=labels, pose=pose, timestamp=sd["timestamp"] * 1e-6, sequence=seq,
-                     index=pos, dataset=self.name, token=token, cameras=cameras,
-                     extra={"ring": raw_pts[:, 4].astype(np.int64), "sample_token": sample["token"],
-                            "scene_token": sample["scene_token"], "corruption": self.corruption,
-                            "severity": self.severity}).validate(str(pc_path))
+        base = self.base
+        token = base.lidar_token(i)
+        pc_path, points, ring, labels = base.read_lidar(i, self.corrupt_root, NUSCENES_C_ADDED_IDS)
+        sd = base.nusc.get("sample_data", token)
+        cameras = base.camera_views(i) if self.load_cameras else []
+        sample = base.nusc.get("sample", sd["sample_token"])
+        seq, pos = base.sequence_of(i)
+        return Frame(points=points, labels=labels, pose=base.lidar_pose(i), timestamp=sd["timestamp"] * 1e-6,
+                     sequence=seq, index=pos, dataset=self.name, token=token, cameras=cameras,
+                     extra={"ring": ring, "sample_token": sample["token"], "scene_token": sample["scene_token"],
+                            "corruption": self.corruption, "severity": self.severity}).validate(str(pc_path))

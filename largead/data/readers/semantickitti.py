@@ -2,8 +2,9 @@
 
 Layout: ``<root>/sequences/XX/velodyne/NNNNNN.bin`` (float32 x 4: x, y, z, remission 0-1),
 ``labels/NNNNNN.label`` (uint32: semantic id in the lower 16 bits, mapped through the learning map to 0..18 / -1;
-instance id in the upper 16), ``calib.txt`` (``P0..P3``, ``Tr``), ``poses.txt`` (camera-0 poses), ``times.txt``
-and ``image_2/NNNNNN.png``. Splits as SemanticKITTI / SLidR: train 00-07, 09, 10; val 08; test 11-21 (no labels).
+instance id in the upper 16; the folder name is the ``label_dir`` option), ``calib.txt`` (``P0..P3``, ``Tr``),
+``poses.txt`` (camera-0 poses), ``times.txt`` and ``image_2/NNNNNN.png``. Splits as SemanticKITTI / SLidR:
+train 00-07, 09, 10; val 08; test 11-21 (no labels).
 
 Poses: ``poses.txt`` holds camera-0 poses; the LiDAR-to-world pose is ``Tr^-1 @ pose @ Tr``
 (:func:`~largead.data.geometry.kitti_lidar_poses`), whose world frame is the LiDAR frame of the first scan.
@@ -14,7 +15,6 @@ Cameras (``cameras=True``, used for image-to-LiDAR pretraining): ``image_2`` wit
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -24,7 +24,15 @@ import numpy as np
 from largead.data.frame import CameraView, Frame
 from largead.data.geometry import kitti_lidar_poses, kitti_lidar_to_camera
 from largead.data.labels import SEMANTICKITTI_CLASSES, apply_lut, semantickitti_lut
-from largead.data.readers._kitti_io import read_bin, read_calib, read_label, read_poses, read_times
+from largead.data.readers._kitti_io import (
+    present_sequences,
+    read_bin,
+    read_calib,
+    read_image,
+    read_label,
+    read_poses,
+    read_times,
+)
 from largead.data.registry import LidarDataset, register_dataset
 
 SEMANTICKITTI_SPLITS: dict[str, tuple[str, ...]] = {
@@ -44,6 +52,8 @@ class SemanticKITTIDataset(LidarDataset):
         split: ``train``, ``val`` or ``test``.
         cameras: attach ``image_2`` as a camera view.
         sequences: override the split's sequence folders (e.g. ``("00",)``).
+        label_dir: folder next to ``velodyne/`` holding the ``.label`` files (default ``labels``); readers of
+            datasets that ship other labels for the same scans (ScribbleKITTI's ``scribbles``) pass theirs.
 
     Sequences of the split that are absent on disk are skipped with a warning and listed in
     ``missing_sequences``; an error is raised if none is present.
@@ -56,11 +66,11 @@ class SemanticKITTIDataset(LidarDataset):
     label_fraction_unit: ClassVar[str] = "frame"
 
     def __init__(self, root: str | Path | None, split: str = "train", cameras: bool = False,
-                 sequences: Sequence[str] | None = None) -> None:
+                 sequences: Sequence[str] | None = None, label_dir: str = "labels") -> None:
         if split not in self.splits:
-            raise ValueError(f"semantickitti has no split {split!r}; available: {', '.join(self.splits)}")
+            raise ValueError(f"{self.name} has no split {split!r}; available: {', '.join(self.splits)}")
         if root is None:
-            raise ValueError("semantickitti: root (the folder holding sequences/) is required")
+            raise ValueError(f"{self.name}: root (the folder holding sequences/) is required")
         base = Path(root)
         seq_root = base if base.name == "sequences" else base / "sequences"
         if not seq_root.is_dir():
@@ -69,15 +79,10 @@ class SemanticKITTIDataset(LidarDataset):
         self.split = split
         self.load_cameras = cameras
         self.has_labels = split != "test"
+        self.label_dir = label_dir
         wanted = tuple(sequences) if sequences is not None else SEMANTICKITTI_SPLITS[split]
-        self.missing_sequences = tuple(s for s in wanted if not (seq_root / s / "velodyne").is_dir())
-        present = [s for s in wanted if s not in self.missing_sequences]
-        if not present:
-            raise FileNotFoundError(f"{seq_root}: none of the {split} sequences {', '.join(wanted)} has a "
-                                    "velodyne/ folder")
-        if self.missing_sequences:
-            warnings.warn(f"{seq_root}: sequences {', '.join(self.missing_sequences)} of split {split!r} are "
-                          "missing and skipped", stacklevel=2)
+        present, missing = present_sequences(seq_root, wanted, split, marker="velodyne", required=True)
+        self.missing_sequences = tuple(missing)
         self._lut = semantickitti_lut()
         self._files: list[Path] = []
         self._seq: list[str] = []
@@ -122,23 +127,22 @@ class SemanticKITTIDataset(LidarDataset):
             return j
         return None
 
+    def label_path(self, i: int) -> Path:
+        """Path of the ``.label`` file of frame ``i``: ``<sequence>/<label_dir>/NNNNNN.label`` (may not exist)."""
+        path = self._files[i]
+        return path.parent.parent / self.label_dir / f"{path.stem}.label"
+
     def frame(self, i: int) -> Frame:
         path = self._files[i]
         seq, pos = self._seq[i], self._pos[i]
         points = read_bin(path, columns=4, dtype=np.float32)
         labels = instances = None
         if self.has_labels:
-            sem, inst = read_label(path.parent.parent / "labels" / f"{path.stem}.label", len(points))
+            sem, inst = read_label(self.label_path(i), len(points))
             labels, instances = apply_lut(self._lut, sem), inst
         cams: list[CameraView] = []
         if self.load_cameras:
-            from PIL import Image
-
-            img_path = path.parent.parent / "image_2" / f"{path.stem}.png"
-            if not img_path.is_file():
-                raise FileNotFoundError(f"{img_path}: camera image not found")
-            with Image.open(img_path) as im:
-                image = np.asarray(im.convert("RGB"))
+            image = read_image(path.parent.parent / "image_2" / f"{path.stem}.png")
             _, k, l2c = self._calib[seq]
             cams.append(CameraView(image=image, intrinsics=k, lidar_to_camera=l2c, name="image_2",
                                    token=f"{seq}/image_2/{path.stem}"))

@@ -1,0 +1,37 @@
+"""The registry against docs/datasets.md: every registered reader is documented with its real classes and splits."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from largead.data import dataset_class, list_datasets
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "datasets.md"
+
+
+def _doc_table() -> dict[str, dict[str, str]]:
+    """Rows of the summary table keyed by reader name: column header -> cell text."""
+    lines = [ln for ln in DOC.read_text().splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for ln in lines[2:]:
+        cells = dict(zip(header, (c.strip() for c in ln.strip("|").split("|"))))
+        rows[cells["reader name"].strip("`")] = cells
+    return rows
+
+
+@pytest.mark.skipif(not DOC.is_file(), reason="docs/ is not part of an installed package, only of the repository")
+def test_docs_table_matches_registry():
+    rows = _doc_table()
+    sections = DOC.read_text().split("\n## ", 1)[1]
+    assert set(rows) == set(list_datasets())
+    for name, row in rows.items():
+        cls = dataset_class(name)
+        assert int(re.match(r"\d+", row["classes"]).group()) == len(cls.class_names), name
+        assert tuple(s.strip() for s in row["splits"].split(",")) == cls.splits, name
+        assert (row["cameras"] != "no") == cls.has_cameras, name
+        assert (row["temporal"] != "no") == cls.temporal, name
+        assert f"— `{name}`" in sections, f"{name} has no section"
