@@ -1,0 +1,29 @@
+"""Pure-PyTorch sparse convolution engine with MinkowskiEngine 0.5.4 semantics and weight layout.
+
+``SparseTensor`` holds features on integer coordinates; ``Conv3d`` / ``ConvTranspose3d`` / ``BatchNorm`` / ``ReLU`` /
+``cat`` build MinkUNet-style networks whose state dicts use ME's keys and shapes. Kernel maps are built once per
+forward pass and shared through a ``KernelMapCache``. Voxelisation (``batch_voxelize``) turns points into the
+coordinates and features these layers take.
+"""
+
+from .kernel_map import CoordinateSet, KernelMap, KernelMapCache, kernel_offsets
+from .nn import BatchNorm, Conv3d, ConvTranspose3d, ReLU
+from .tensor import SparseTensor, cat
+from .voxelize import (
+    FEATURE_MODES,
+    VoxelBatch,
+    VoxelGrid,
+    batch_voxelize,
+    feature_channels,
+    point_features,
+    quantize,
+    unique_rows,
+    voxelize,
+)
+
+__all__ = [
+    "SparseTensor", "Conv3d", "ConvTranspose3d", "BatchNorm", "ReLU", "cat", "KernelMapCache", "KernelMap",
+    "CoordinateSet", "kernel_offsets",
+    "FEATURE_MODES", "VoxelBatch", "VoxelGrid", "batch_voxelize", "feature_channels", "point_features", "quantize",
+    "unique_rows", "voxelize",
+]

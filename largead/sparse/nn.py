@@ -1,0 +1,132 @@
+"""Sparse layers with MinkowskiEngine 0.5.4's parameter names and layouts, so ME state dicts load unchanged.
+
+Facts from ME's ``MinkowskiEngine/MinkowskiConvolution.py`` (``MinkowskiConvolutionBase.__init__``/``forward``):
+``kernel`` is ``[kernel_volume, C_in, C_out]``, except a kernel of volume 1 with stride 1 which is ``[C_in, C_out]``
+and is applied as ``F @ kernel`` on the same coordinates; ``bias`` is ``[1, C_out]`` added to every row.
+``reset_parameters`` draws ``U(-1/sqrt(n), 1/sqrt(n))`` with ``n = C_in * kernel_volume`` (``C_out * kernel_volume``
+for transposed convolutions); the same initialisation is used here. ``MinkowskiBatchNorm`` keeps a
+``torch.nn.BatchNorm1d`` under ``.bn`` applied to the feature matrix.
+
+Relation to dense convolutions (used by the tests): with a dense grid laid out ``[N, C, X, Y, Z]``,
+``conv3d`` weight ``w[o, i, ix, iy, iz] = kernel[ix + ks*iy + ks^2*iz, i, o]``, i.e.
+``kernel.reshape(ks, ks, ks, C_in, C_out).permute(4, 3, 2, 1, 0)``; ``conv_transpose3d`` weight
+``w[i, o, ix, iy, iz]`` is ``kernel.reshape(ks, ks, ks, C_in, C_out).permute(3, 4, 2, 1, 0)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .functional import sparse_conv
+from .tensor import SparseTensor
+
+
+def _check_input(x: SparseTensor, channels: int, layer: str) -> None:
+    if not isinstance(x, SparseTensor):
+        raise TypeError(f"{layer} expects a SparseTensor, got {type(x).__name__}")
+    if x.F.shape[1] != channels:
+        raise ValueError(f"{layer} expects {channels} input channels, got features of shape {tuple(x.F.shape)}")
+
+
+class _ConvBase(nn.Module):
+    transposed = False
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, bias: bool) -> None:
+        super().__init__()
+        if kernel_size < 1 or stride < 1:
+            raise ValueError(f"kernel_size and stride must be >= 1, got {kernel_size}, {stride}")
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = int(kernel_size)
+        self.stride = int(stride)
+        self.kernel_volume = self.kernel_size**3
+        self.use_mm = self.kernel_volume == 1 and self.stride == 1
+        shape = (in_channels, out_channels) if self.use_mm else (self.kernel_volume, in_channels, out_channels)
+        self.kernel = nn.Parameter(torch.empty(shape))
+        self.bias = nn.Parameter(torch.empty(1, out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """ME's initialisation: uniform in ``+-1/sqrt(fan)``, fan = (C_out if transposed else C_in) * volume."""
+        fan = (self.out_channels if self.transposed else self.in_channels) * self.kernel_volume
+        bound = 1.0 / math.sqrt(fan)
+        with torch.no_grad():
+            self.kernel.uniform_(-bound, bound)
+            if self.bias is not None:
+                self.bias.uniform_(-bound, bound)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"bias={self.bias is not None}")
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        _check_input(x, self.in_channels, type(self).__name__)
+        if self.use_mm:
+            feats = x.F @ self.kernel
+            out_cs = x.coordinate_set
+        else:
+            out_cs, kmap = self._map(x)
+            feats = sparse_conv(x.F, self.kernel, kmap)
+        if self.bias is not None:
+            feats = feats + self.bias
+        return SparseTensor._from_set(feats, out_cs, x.cache)
+
+
+class Conv3d(_ConvBase):
+    """Sparse 3D convolution (ME ``MinkowskiConvolution``, dimension 3, dilation 1).
+
+    ``kernel_size=3, stride=1``: submanifold (output on the input coordinates). ``stride=s``: output coordinates
+    ``floor(c / (s * t)) * (s * t)`` at tensor stride ``s * t``. ``kernel_size=1``: pointwise. Parameter ``kernel``
+    is ``[k^3, C_in, C_out]`` (``[C_in, C_out]`` for k=1, s=1); ``bias`` ``[1, C_out]`` when ``bias=True``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 bias: bool = False) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, bias)
+
+    def _map(self, x: SparseTensor):
+        out_cs = x.cache.strided(x.coordinate_set, self.stride)
+        return out_cs, x.cache.kernel_map(x.coordinate_set, out_cs, self.kernel_size, transposed=False)
+
+
+class ConvTranspose3d(_ConvBase):
+    """Sparse transposed 3D convolution (ME ``MinkowskiConvolutionTranspose``, dimension 3, dilation 1).
+
+    Outputs at tensor stride ``t / stride`` onto the coordinates the cache already holds for that stride (the finer
+    coordinates of the same forward pass); if none exist, onto ``{p + offset_k}`` as ME generates them.
+    Parameter ``kernel`` is ``[k^3, C_in, C_out]``.
+    """
+
+    transposed = True
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 2, stride: int = 2,
+                 bias: bool = False) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, bias)
+
+    def _map(self, x: SparseTensor):
+        out_cs = x.cache.transposed_target(x.coordinate_set, self.kernel_size, self.stride)
+        return out_cs, x.cache.kernel_map(x.coordinate_set, out_cs, self.kernel_size, transposed=True)
+
+
+class BatchNorm(nn.Module):
+    """Batch normalisation over the feature matrix; ``.bn`` is a ``torch.nn.BatchNorm1d`` (ME's key layout)."""
+
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(num_features, eps=eps, momentum=momentum)
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        _check_input(x, self.bn.num_features, "BatchNorm")
+        return x.replace(self.bn(x.F))
+
+
+class ReLU(nn.Module):
+    """Rectified linear unit on the features; never modifies its input in place."""
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        if not isinstance(x, SparseTensor):
+            raise TypeError(f"ReLU expects a SparseTensor, got {type(x).__name__}")
+        return x.replace(torch.relu(x.F))
