@@ -1,0 +1,241 @@
+"""LargeADEncoder / LargeADConfig: config validation and JSON, Hub save/load (strict, offline, cached), embed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import huggingface_hub
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file, save_file
+
+from largead import LargeADConfig, LargeADEncoder
+from largead.models.encoder import (
+    CheckpointMismatchError,
+    WeightsNotAvailableError,
+    _resolve_model_id,
+)
+from largead.sparse import VoxelGrid, batch_voxelize
+
+SMALL = {"backbone": "minkunet14"}
+
+
+@pytest.fixture(scope="module")
+def encoder() -> LargeADEncoder:
+    torch.manual_seed(0)
+    enc = LargeADEncoder(LargeADConfig(**SMALL, input_norm={"nuscenes": (120.0, 60.0), "semantickitti": (0.3, 0.2)}))
+    with torch.no_grad():  # non-trivial BN statistics so eval-mode outputs depend on them
+        for m in enc.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return enc.eval()
+
+
+# ---------------------------------------------------------------------------------------------------- config
+def test_config_json_round_trip(tmp_path):
+    cfg = LargeADConfig(backbone="minkunet18", in_channels=4, out_channels=20, feature_mode="xyz_intensity",
+                        voxel_size=[0.05, 0.05, 0.05], cylindrical=False, normalize_output=False, bn_momentum=0.02,
+                        block_bn_momentum=None, input_norm={"nuscenes": [127.5, 50]})
+    assert cfg.voxel_size == (0.05, 0.05, 0.05) and cfg.input_norm == {"nuscenes": (127.5, 50.0)}
+    assert LargeADConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    cfg.save(tmp_path / "config.json")
+    assert LargeADConfig.load(tmp_path / "config.json") == cfg
+    assert cfg.grid == VoxelGrid((0.05, 0.05, 0.05), False)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"backbone": "minkunet99"}, "known: minkunet14, minkunet18, minkunet34, minkunet50"),
+    ({"feature_mode": "xyz_intensity"}, "gives 4 input channel.*in_channels is 1"),
+    ({"in_channels": 4}, "gives 1 input channel.*in_channels is 4"),
+    ({"feature_mode": "rgb"}, "unknown feature_mode 'rgb'"),
+    ({"voxel_size": (0.1, 0.0, 0.1)}, "voxel_size"),
+    ({"input_norm": {"nuscenes": (1.0, 0.0)}}, r"input_norm\['nuscenes'\]"),
+    ({"input_norm": {"nuscenes": 3.0}}, r"input_norm\['nuscenes'\] must be \(mean, std\)"),
+    ({"backend": "spconv"}, "unknown backend 'spconv'"),
+    ({"bn_momentum": 0.0}, "bn_momentum"),
+    ({"out_channels": 0}, "out_channels"),
+])
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LargeADConfig(**kwargs)
+
+
+def test_config_unknown_key_is_an_error(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**LargeADConfig().to_dict(), "superflow_stem": True}))
+    with pytest.raises(ValueError, match=r"config.json.*unknown LargeADConfig keys \['superflow_stem'\]"):
+        LargeADConfig.load(path)
+
+
+# ---------------------------------------------------------------------------------------------------- forward
+def test_encoder_is_the_minkunet_with_me_keys():
+    enc = LargeADEncoder(LargeADConfig())
+    keys = list(enc.state_dict())
+    assert len(keys) == 374 and keys[0] == "conv0p1s1.kernel" and keys[-1] == "final.bias"
+    assert enc.grid == VoxelGrid((0.1, 1.0, 0.1), True)
+
+
+def test_forward_batch_and_decoder(encoder, scan):
+    batch = encoder.voxelize([scan[:1500], scan[1500:]])
+    out = encoder.forward_batch(batch)
+    dec = encoder.decoder_forward(batch)
+    assert out.shape == (batch.coords.shape[0], 64) and dec.shape == (batch.coords.shape[0], 96)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(out.shape[0]))
+    raw = encoder.final(encoder.decoder_features(
+        encoder._ops.sparse_input(batch.coords, batch.feats))).F  # final applied to the decoder features
+    torch.testing.assert_close(out, torch.nn.functional.normalize(raw, dim=1))
+    torch.testing.assert_close(dec @ encoder.final.kernel + encoder.final.bias, raw, rtol=1e-5, atol=1e-5)
+
+
+def test_embed_numpy_torch_and_lists(encoder, scan):
+    a, b = scan[:1200], scan[1200:2600]
+    fa = encoder.embed(a)
+    assert isinstance(fa, torch.Tensor) and fa.shape == (1200, 64) and not fa.requires_grad
+    torch.testing.assert_close(encoder.embed(torch.from_numpy(a)), fa)
+    torch.testing.assert_close(encoder.embed(a.astype(np.float64)), fa)
+    both = encoder.embed([a, torch.from_numpy(b)])
+    assert isinstance(both, list) and [t.shape[0] for t in both] == [1200, 1400]
+    torch.testing.assert_close(both[0], fa, rtol=1e-5, atol=1e-5)  # eval mode: scans do not interact
+    torch.testing.assert_close(both[1], encoder.embed(b), rtol=1e-5, atol=1e-5)
+    # per point = feature of its voxel
+    batch = batch_voxelize([a], encoder.grid)
+    vox = encoder.forward_batch(batch)
+    torch.testing.assert_close(fa, vox[batch.inverse])
+
+
+def test_embed_points_in_one_voxel_share_features(encoder):
+    pts = np.array([[10.0, 0.01, 0.01, 5.0], [10.02, 0.02, 0.02, 9.0], [-5.0, 3.0, 1.0, 1.0]], dtype=np.float32)
+    f = encoder.embed(pts)
+    assert torch.equal(f[0], f[1]) and not torch.equal(f[0], f[2])
+
+
+def test_input_norm_applied_to_intensity(encoder, scan):
+    pts = scan[:1500]
+    normed = pts.copy()
+    normed[:, 3] = (normed[:, 3] - 120.0) / 60.0
+    got = encoder.embed(pts, dataset="nuscenes")
+    torch.testing.assert_close(got, encoder.embed(normed))
+    assert not torch.allclose(got, encoder.embed(pts))
+    with pytest.raises(KeyError, match=r"'waymo'.*\['nuscenes', 'semantickitti'\]"):
+        encoder.embed(pts, dataset="waymo")
+    plain = LargeADEncoder(LargeADConfig(**SMALL)).eval()  # no statistics: raw features, dataset ignored
+    torch.testing.assert_close(plain.embed(pts, dataset="waymo"), plain.embed(pts))
+
+
+def test_embed_grad_only_in_train_mode(scan):
+    enc = LargeADEncoder(LargeADConfig(**SMALL))
+    out = enc.train().embed(scan[:800])
+    assert out.requires_grad
+    out.sum().backward()
+    assert enc.conv0p1s1.kernel.grad is not None
+    assert not enc.eval().embed(scan[:800]).requires_grad
+
+
+def test_embed_bad_input(encoder):
+    with pytest.raises(ValueError, match=r"scan 1: expected an \(N, >=4\)"):
+        encoder.embed([np.zeros((5, 4), np.float32), np.zeros((5, 3), np.float32)])
+    bad = np.zeros((5, 4), np.float32)
+    bad[2, 0] = np.nan
+    with pytest.raises(ValueError, match="scan 0: non-finite"):
+        encoder.embed(bad)
+    with pytest.raises(ValueError, match=r"feats must be \(3, 1\)"):
+        encoder.forward_sparse(torch.zeros(3, 4, dtype=torch.int32), torch.zeros(3, 2))
+
+
+# ---------------------------------------------------------------------------------------------------- Hub
+def test_save_and_load_local_folder(encoder, scan, tmp_path):
+    encoder.save_pretrained(tmp_path / "enc")
+    assert sorted(p.name for p in (tmp_path / "enc").iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert json.loads((tmp_path / "enc" / "config.json").read_text()) == encoder.config.to_dict()
+    card = ModelCard.load(tmp_path / "enc" / "README.md")
+    assert card.data.library_name == "largead" and "lidar" in card.data.tags
+    loaded = LargeADEncoder.from_pretrained(tmp_path / "enc")
+    assert not loaded.training and loaded.config == encoder.config
+    for k, v in encoder.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    torch.testing.assert_close(loaded.embed(scan), encoder.embed(scan), rtol=0, atol=0)
+
+
+def _tamper(folder: Path, edit) -> None:
+    state = load_file(folder / "model.safetensors")
+    edit(state)
+    save_file(state, folder / "model.safetensors")
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda s: s.pop("block3.0.conv2.kernel"), r"missing keys \(1\): block3.0.conv2.kernel"),
+    (lambda s: s.__setitem__("head.weight", torch.zeros(3)), r"unexpected keys \(1\): head.weight"),
+    (lambda s: s.__setitem__("final.kernel", torch.zeros(96, 17)),
+     r"wrong shapes \(1\): final.kernel: checkpoint \[96, 17\] vs model \[96, 64\]"),
+])
+def test_strict_loading_names_the_keys(encoder, tmp_path, edit, match):
+    folder = tmp_path / "enc"
+    encoder.save_pretrained(folder)
+    _tamper(folder, edit)
+    with pytest.raises(CheckpointMismatchError, match=match):
+        LargeADEncoder.from_pretrained(folder)
+
+
+def test_incomplete_or_missing_folder(encoder, tmp_path):
+    folder = tmp_path / "enc"
+    encoder.save_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="missing model.safetensors"):
+        LargeADEncoder.from_pretrained(folder)
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        LargeADEncoder.from_pretrained(str(tmp_path / "nowhere" / "enc"))
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch) -> Path:
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def test_offline_uncached_repo_raises_one_clear_error(offline_cache):
+    with pytest.raises(WeightsNotAvailableError) as info:
+        LargeADEncoder.from_pretrained("largead/minkunet34-seem-nkw")
+    msg = str(info.value)
+    assert "huggingface-cli download largead/minkunet34-seem-nkw" in msg
+    assert "HF_HUB_OFFLINE=1" in msg and str(offline_cache) in msg and "local folder" in msg
+    assert isinstance(info.value, OSError) and info.value.__cause__ is None
+
+
+def _populate_cache(cache: Path, repo_id: str, encoder: LargeADEncoder, tmp_path: Path, sha: str) -> None:
+    src = tmp_path / "src"
+    encoder.save_pretrained(src)
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snap = repo / "snapshots" / sha
+    snap.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(src / name, snap / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+
+
+def test_cached_repo_loads_offline(encoder, offline_cache, tmp_path, scan):
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    _populate_cache(offline_cache, "someorg/tiny-encoder", encoder, tmp_path, sha)
+    for name in ("someorg/tiny-encoder", "hf-hub:someorg/tiny-encoder@main", f"someorg/tiny-encoder@{sha}"):
+        loaded = LargeADEncoder.from_pretrained(name, local_files_only=True)
+        assert loaded.config == encoder.config
+        torch.testing.assert_close(loaded.embed(scan[:900]), encoder.embed(scan[:900]), rtol=0, atol=0)
+    with pytest.raises(WeightsNotAvailableError, match="revision v2"):
+        LargeADEncoder.from_pretrained("someorg/tiny-encoder", revision="v2")
+
+
+def test_resolve_model_id_hook():
+    assert _resolve_model_id("org/name") == ("org/name", None)
+    assert _resolve_model_id("hf-hub:org/name@v1.0") == ("org/name", "v1.0")
+    with pytest.raises(ValueError, match="expected org/name"):
+        _resolve_model_id("org/name@")
