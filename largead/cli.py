@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -83,7 +84,10 @@ def read_scan(path: str | Path):
     if name.endswith(".bin"):
         from largead.data.readers._kitti_io import read_bin
 
-        pts = read_bin(path, columns=5 if name.endswith(".pcd.bin") else 4)
+        try:
+            pts = read_bin(path, columns=5 if name.endswith(".pcd.bin") else 4)
+        except (ValueError, OSError) as err:
+            raise CLIError(str(err)) from None
     elif name.endswith(".npy"):
         pts = np.load(path)
     elif name.endswith(".npz"):
@@ -200,6 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CLIError as err:
         print(f"largead: error: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError, KeyError, RuntimeError) as err:
+        if os.environ.get("LARGEAD_DEBUG"):
+            raise
+        message = str(err).strip().replace("\n", " ")
+        print(f"largead: error: {type(err).__name__}: {message} (set LARGEAD_DEBUG=1 for a traceback)",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("largead: interrupted", file=sys.stderr)

@@ -1,0 +1,122 @@
+"""The `largead` command, run as a user would (subprocess), including its error paths."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from largead import LargeADConfig, LargeADEncoder
+
+
+def run(*args, env=None, check_rc=None):
+    proc = subprocess.run([sys.executable, "-m", "largead.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=300)
+    if check_rc is not None:
+        assert proc.returncode == check_rc, (proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    LargeADEncoder(LargeADConfig()).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scan_bin(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.uniform(-30, 30, (3000, 2)), rng.uniform(-2, 2, (3000, 1)),
+                          rng.uniform(0, 1, (3000, 1))], 1).astype(np.float32)
+    path = tmp_path_factory.mktemp("scan") / "000000.bin"
+    pts.tofile(path)
+    return path, pts
+
+
+@pytest.mark.parametrize("cmd", [[], ["list"], ["info"], ["datasets"], ["embed"], ["convert"], ["demo"]])
+def test_help(cmd):
+    proc = run(*cmd, "--help", check_rc=0)
+    assert "usage: largead" in proc.stdout
+
+
+def test_no_command_is_a_usage_error():
+    proc = run(check_rc=2)
+    assert "required" in proc.stderr
+
+
+def test_list_and_filter():
+    proc = run("list", "--filter", "*seem-nkw*", check_rc=0)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("largead/minkunet34-seem-nkw ")
+
+
+def test_info_shows_paper_number():
+    proc = run("info", "minkunet34-seem-nkw", check_rc=0)
+    assert "47.84" in proc.stdout and "Table 11" in proc.stdout and "vit-b" in proc.stdout
+
+
+def test_info_unknown_name_is_one_line_with_suggestion():
+    proc = run("info", "minkunet34-seam-nkw", check_rc=1)
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("largead: error:") and "largead/minkunet34-seem-nkw" in err[0]
+
+
+def test_datasets_lists_readers():
+    proc = run("datasets", check_rc=0)
+    for name in ("nuscenes", "semantickitti", "synthetic"):
+        assert name in proc.stdout
+
+
+def test_embed_writes_features_and_png(model_dir, scan_bin, tmp_path):
+    scan, pts = scan_bin
+    out, png = tmp_path / "feats.npy", tmp_path / "feats.png"
+    run("embed", str(scan), "--model", str(model_dir), "--out", str(out), "--png", str(png), check_rc=0)
+    feats = np.load(out)
+    assert feats.shape == (len(pts), 64) and np.isfinite(feats).all()
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-4)
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same features as the Python API
+    enc = LargeADEncoder.from_pretrained(str(model_dir)).eval()
+    with torch.no_grad():
+        ref = enc.embed(pts).numpy()
+    np.testing.assert_allclose(feats, ref, atol=1e-5)
+
+
+def test_embed_missing_scan(model_dir, tmp_path):
+    proc = run("embed", str(tmp_path / "nope.bin"), "--model", str(model_dir), "--out", str(tmp_path / "f.npy"),
+               check_rc=1)
+    assert "nope.bin: no such file" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_embed_truncated_scan(model_dir, tmp_path):
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\x00" * 18)  # not a multiple of 16 bytes
+    proc = run("embed", str(bad), "--model", str(model_dir), "--out", str(tmp_path / "f.npy"))
+    assert proc.returncode == 1 and "bad.bin" in proc.stderr
+
+
+def test_embed_uncached_model_offline(scan_bin, tmp_path):
+    scan, _ = scan_bin
+    proc = run("embed", str(scan), "--model", "largead/minkunet34-seem-nkw", "--out", str(tmp_path / "f.npy"),
+               env={"HF_HUB_CACHE": str(tmp_path / "empty-cache")}, check_rc=1)
+    assert "largead/minkunet34-seem-nkw" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_convert_official_checkpoint(model_dir, tmp_path):
+    enc = LargeADEncoder.from_pretrained(str(model_dir))
+    ckpt = tmp_path / "model.pt"
+    torch.save({"model_points": {f"module.{k}": v for k, v in enc.state_dict().items()}, "epoch": 50}, ckpt)
+    out = tmp_path / "converted"
+    run("convert", str(ckpt), str(out), check_rc=0)
+    back = LargeADEncoder.from_pretrained(str(out))
+    for k, v in enc.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+
+
+def test_convert_missing_file(tmp_path):
+    proc = run("convert", str(tmp_path / "none.pt"), str(tmp_path / "out"), check_rc=1)
+    assert "none.pt: no such file" in proc.stderr
