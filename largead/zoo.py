@@ -219,7 +219,7 @@ def resolve(name: str) -> tuple[str, str | None]:
         raw = raw[len("hf-hub:"):]
     m = _REVISION.match(raw)
     if not m:
-        raise UnknownModelError(f"cannot parse model name {name!r}; expected org/name[@revision]")
+        raise ValueError(f"cannot parse model name {name!r}; expected org/name[@revision]")
     repo, rev = m.group("id"), m.group("rev")
     if "/" not in repo:
         repo = model_info(repo).name

@@ -222,17 +222,15 @@ def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Ten
 # Model names
 # --------------------------------------------------------------------------------------------------------------------
 def _resolve_model_id(name: str) -> tuple[str, str | None]:
-    """Map a user-given model name to ``(repo_id, revision)``.
+    """Map a user-given model name to ``(repo_id, revision)`` through the zoo (:func:`largead.zoo.resolve`).
 
-    Accepts ``org/name``, ``org/name@revision`` and the ``hf-hub:`` prefix. This is the single hook where the model
-    zoo's registry (``largead.zoo``) plugs in name resolution.
+    Accepts zoo names with or without the ``largead/`` org (``minkunet34-seem-nkw``), their aliases, ``org/name``,
+    ``org/name@revision`` and the ``hf-hub:`` prefix; a bare name that is not in the zoo raises ``KeyError`` listing
+    the closest known names.
     """
-    raw = name.strip()
-    raw = raw.removeprefix("hf-hub:")
-    repo, sep, rev = raw.partition("@")
-    if not repo or (sep and not rev) or "@" in rev:
-        raise ValueError(f"cannot parse model name {name!r}; expected org/name[@revision]")
-    return repo, (rev or None)
+    from largead.zoo import resolve  # the zoo is a higher layer: import lazily
+
+    return resolve(name)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -332,7 +330,7 @@ class LargeADEncoder(
 
         ``dataset`` selects ``config.input_norm[dataset]`` for the intensity column. A model whose ``input_norm`` is
         empty takes raw features and ignores ``dataset``; a model with normalisation statistics raises KeyError for a
-        dataset it has none for.
+        dataset it has none for. ``feature_mode="ones"`` has no intensity column, so nothing is normalised.
         """
         if isinstance(scans, (np.ndarray, torch.Tensor)):
             scans = [scans]

@@ -239,3 +239,18 @@ def test_resolve_model_id_hook():
     assert _resolve_model_id("hf-hub:org/name@v1.0") == ("org/name", "v1.0")
     with pytest.raises(ValueError, match="expected org/name"):
         _resolve_model_id("org/name@")
+    # zoo names: the org may be left out, the default teacher's suffix is an alias, unknown bare names are refused
+    assert _resolve_model_id("minkunet34-seem-nkw") == ("largead/minkunet34-seem-nkw", None)
+    assert _resolve_model_id("largead/minkunet34-seem-nkw-vit-b@v2") == ("largead/minkunet34-seem-nkw", "v2")
+    with pytest.raises(KeyError, match="largead/minkunet34-seem-nkw"):
+        _resolve_model_id("minkunet34-seem-nkv")
+
+
+def test_zoo_name_loads_from_populated_cache(encoder, offline_cache, tmp_path, scan):
+    sha = "89abcdef0123456789abcdef0123456789abcdef"
+    _populate_cache(offline_cache, "largead/minkunet34-seem-nkw", encoder, tmp_path, sha)
+    for name in ("minkunet34-seem-nkw", "largead/minkunet34-seem-nkw-vit-b", "hf-hub:largead/minkunet34-seem-nkw"):
+        loaded = LargeADEncoder.from_pretrained(name)
+        torch.testing.assert_close(loaded.embed(scan[:500]), encoder.embed(scan[:500]), rtol=0, atol=0)
+    with pytest.raises(WeightsNotAvailableError, match="largead/minkunet34-seem-n'"):
+        LargeADEncoder.from_pretrained("minkunet34-seem-n")
