@@ -9,7 +9,7 @@
 #   2. otherwise installs a wheel cached by an earlier run, if one exists for this Python / torch pair, under
 #      ${LARGEAD_CACHE:-$HOME/.cache/largead}/wheels/minkowskiengine-0.5.4-<python tag>-torch<version>/;
 #   3. otherwise builds one: libopenblas-dev (apt, when missing), ninja + wheel (pip), the sdist from PyPI (pip
-#      download), patches the unpacked source (Python 3.10+ imports `collections.abc`, torch._six removed, no
+#      download, kept under <cache>/sdist/; put it there by hand where pip cannot fetch it), patches the unpacked source (Python 3.10+ imports `collections.abc`, torch._six removed, no
 #      `pip uninstall` side effect in setup.py), then
 #        MAX_JOBS=2 pip wheel --use-pep517 --no-build-isolation --no-deps \
 #            --config-settings=--global-option=--blas=openblas --config-settings=--global-option=--cpu_only <src>
@@ -58,7 +58,7 @@ fi
 
 # --- build prerequisites -------------------------------------------------------------------------------------------
 have_openblas() {
-    ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so ' \
+    ldconfig -p 2>/dev/null | grep 'libopenblas\.so ' >/dev/null \
         && { [[ -f /usr/include/cblas.h ]] || compgen -G "/usr/include/*/cblas.h" >/dev/null; }
 }
 if ! have_openblas; then
@@ -76,12 +76,19 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/largead-me-build.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
 # --- source --------------------------------------------------------------------------------------------------------
-log "downloading the MinkowskiEngine ${ME_VERSION} sdist"
-# pip prepares the sdist's metadata while downloading; setup.py then imports numpy.distutils, which needs the
-# standard-library distutils (Python <= 3.11) rather than setuptools' copy.
-SETUPTOOLS_USE_DISTUTILS=stdlib "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
-    "MinkowskiEngine==${ME_VERSION}" -d "$WORK" || die "pip could not download MinkowskiEngine==${ME_VERSION}"
-tar -xzf "$WORK/MinkowskiEngine-${ME_VERSION}.tar.gz" -C "$WORK"
+SDIST_DIR="$CACHE_ROOT/sdist"
+SDIST="$SDIST_DIR/MinkowskiEngine-${ME_VERSION}.tar.gz"
+if [[ ! -f "$SDIST" ]]; then
+    log "downloading the MinkowskiEngine ${ME_VERSION} sdist"
+    # pip prepares the sdist's metadata while downloading; setup.py then imports numpy.distutils, which needs the
+    # standard-library distutils (Python <= 3.11) rather than setuptools' copy.
+    SETUPTOOLS_USE_DISTUTILS=stdlib "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
+        "MinkowskiEngine==${ME_VERSION}" -d "$WORK" \
+        || die "pip could not download MinkowskiEngine==${ME_VERSION}; place the sdist at $SDIST and re-run"
+    mkdir -p "$SDIST_DIR"
+    cp "$WORK/MinkowskiEngine-${ME_VERSION}.tar.gz" "$SDIST.tmp" && mv -f "$SDIST.tmp" "$SDIST"
+fi
+tar -xzf "$SDIST" -C "$WORK" || die "$SDIST is not a readable sdist (delete it and re-run)"
 SRC="$WORK/MinkowskiEngine-${ME_VERSION}"
 [[ -f "$SRC/setup.py" ]] || die "unexpected sdist layout: $SRC/setup.py missing"
 

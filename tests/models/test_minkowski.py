@@ -39,9 +39,9 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
-def two_scans(make_scan, grid: VoxelGrid):
-    a = make_scan(num_beams=16, points_per_ring=120, seed=1)
-    b = make_scan(num_beams=16, points_per_ring=120, seed=2)
+def two_scans(make_scan, grid: VoxelGrid, per_ring: int = 120):
+    a = make_scan(num_beams=16, points_per_ring=per_ring, seed=1)
+    b = make_scan(num_beams=16, points_per_ring=per_ring, seed=2)
     b[:, :2] = b[:, :2] @ np.array([[0.6, -0.8], [0.8, 0.6]], dtype=np.float32) + 3.0  # another pose
     batch = batch_voxelize([a, b], grid)
     return batch.coords, batch.feats / 255.0
@@ -88,39 +88,45 @@ def test_eval_outputs_match_minkowski(make_scan, grid):
     assert rel_err(dec, dec_me) < 1e-4
 
 
+def _train_step(net: MinkUNet, coords: torch.Tensor, feats: torch.Tensor, target: torch.Tensor):
+    x = net._ops.sparse_input(coords, feats.to(target.dtype))
+    out = net._ops.output_features(net(x), x)
+    ((out - target) ** 2).mean().backward()
+    return out.detach(), {n: p.grad.detach().double() for n, p in net.named_parameters()}
+
+
 @needs_me
 def test_train_mode_outputs_and_gradients_match_minkowski(make_scan):
-    coords, feats = two_scans(make_scan, VoxelGrid((0.1, 1.0, 0.1), True))
+    coords, feats = two_scans(make_scan, VoxelGrid((0.1, 1.0, 0.1), True), per_ring=70)
+    assert coords.shape[0] > 2000
     torch.manual_seed(0)
     net = MinkUNet(1, 16, "minkunet34").double().train()
     randomize(net, 2)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
     twin = minkowski_twin(net)
     target = torch.randn(coords.shape[0], 16, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
 
-    x = net._ops.sparse_input(coords, feats.double())
-    ours = net(x).F
-    ((ours - target) ** 2).mean().backward()
-    xm = twin._ops.sparse_input(coords, feats.double())
-    theirs = twin._ops.output_features(twin(xm), xm)
-    ((theirs - target) ** 2).mean().backward()
-
-    assert rel_err(ours, theirs) < 1e-9
-    grads_me = dict(twin.named_parameters())
-    for name, p in net.named_parameters():
-        assert rel_err(p.grad, grads_me[name].grad) < 1e-7, name
+    # float64: the two engines must agree to rounding (measured ~1e-14)
+    ours, grads = _train_step(net, coords, feats, target)
+    theirs, grads_me = _train_step(twin, coords, feats, target)
+    assert rel_err(ours, theirs) < 1e-11
+    for name in grads:
+        assert rel_err(grads[name], grads_me[name]) < 1e-10, name
     for name, buf in net.named_buffers():  # BatchNorm running statistics updated identically
-        assert torch.allclose(buf.double(), dict(twin.named_buffers())[name].double(), rtol=1e-9, atol=1e-12), name
+        assert torch.allclose(buf.double(), dict(twin.named_buffers())[name].double(), rtol=1e-11, atol=1e-14), name
 
-
-@needs_me
-def test_float32_train_mode_outputs_match_minkowski(make_scan):
-    coords, feats = two_scans(make_scan, VoxelGrid((0.1, 1.0, 0.1), True))
-    torch.manual_seed(0)
-    net = MinkUNet(1, 64, "minkunet34").train()
-    twin = minkowski_twin(net)
-    x = net._ops.sparse_input(coords, feats)
-    xm = twin._ops.sparse_input(coords, feats)
-    assert rel_err(net(x).F, twin._ops.output_features(twin(xm), xm)) < 1e-4
+    # float32: train-mode BatchNorm reductions put deep gradients of any float32 engine ~1e-2 (relative) away from
+    # float64; largead.sparse must be as close to the float64 reference as MinkowskiEngine is.
+    net32 = MinkUNet(1, 16, "minkunet34").train()
+    net32.load_state_dict(start)
+    twin32 = minkowski_twin(net32)
+    out32, g32 = _train_step(net32, coords, feats, target.float())
+    out32_me, g32_me = _train_step(twin32, coords, feats, target.float())
+    assert rel_err(out32.double(), ours) < 1e-4 and rel_err(out32_me.double(), ours) < 1e-4
+    ours_err = torch.tensor([rel_err(g32[n], grads[n]) for n in grads])
+    me_err = torch.tensor([rel_err(g32_me[n], grads[n]) for n in grads])
+    assert me_err.max() < 0.1  # the tolerance float32 itself needs here
+    assert ours_err.max() <= 3 * me_err.max() and ours_err.median() <= 3 * me_err.median()
 
 
 @needs_me
