@@ -41,7 +41,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 BACKENDS = ("torch", "minkowski")
 PAPER_URL = "https://arxiv.org/abs/2501.04005"
-REPO_URL = "https://github.com/largead/largead"  # project repository (placeholder until the coordinator sets it)
+REPO_URL = "https://github.com/largead/largead"  # the project repository, shown in pushed model cards
 DOCS_URL = "https://github.com/largead/largead#readme"
 
 
