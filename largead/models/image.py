@@ -251,7 +251,7 @@ def _backbone_from(config: Any, name: str | None, dilation: bool, local_files_on
 
 # ------------------------------------------------------------------------------------------ synthetic stand-in VFM
 
-SYNTHETIC_TEACHER_VERSION = 1  # bump when SyntheticBackbone or its training changes: old caches are then ignored
+SYNTHETIC_TEACHER_VERSION = 2  # bump when SyntheticBackbone or its training changes: old caches are then ignored
 
 
 class SyntheticBackbone(nn.Module):
