@@ -238,8 +238,9 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
 
 
 def save_feature_bev(points: np.ndarray, features: np.ndarray, path: str | os.PathLike, title: str | None = None,
-                     extent: float | None = None) -> Path:
-    """Write a PNG: bird's-eye view of ``points`` coloured by the first three principal components of ``features``."""
+                     extent: float | None = None, point_size: float = 1.2) -> Path:
+    """Write a PNG: bird's-eye view of ``points`` coloured by the first three principal components of ``features``
+    (``point_size``: marker area in points^2; raise it for sparse scans)."""
     from matplotlib.figure import Figure
 
     pts = np.asarray(points)
@@ -247,7 +248,7 @@ def save_feature_bev(points: np.ndarray, features: np.ndarray, path: str | os.Pa
         extent = float(np.clip(np.percentile(np.abs(pts[:, :2]), 98) if len(pts) else 50.0, 10.0, 80.0))
     fig = Figure(figsize=(6, 6), facecolor=BACKGROUND)
     ax = fig.add_axes((0.02, 0.02, 0.96, 0.9))
-    plot_bev(ax, pts, feature_colors(features), extent=extent, point_size=1.2,
+    plot_bev(ax, pts, feature_colors(features), extent=extent, point_size=point_size,
              title=title or "features (PCA -> RGB)")
     return save_figure(fig, path)
 
@@ -261,10 +262,11 @@ def similarity_to_query(features: np.ndarray, query: int) -> np.ndarray:
 
 def save_similarity_figure(points: np.ndarray, panels: Sequence[tuple[str, np.ndarray]], query: int,
                            path: str | os.PathLike, extent: float = 40.0, labels: np.ndarray | None = None,
-                           class_names: Sequence[str] | None = None) -> Path:
+                           class_names: Sequence[str] | None = None, point_size: float = 1.0) -> Path:
     """The paper's Figure 4 in one PNG: for each ``(title, features)`` panel, every point coloured by the cosine
     similarity of its feature to the query point's (violet low, yellow high), the query marked in red. With
-    ``labels`` a first panel shows the ground truth classes for reference."""
+    ``labels`` a first panel shows the ground truth classes for reference. ``point_size``: marker area in points^2
+    (raise it for sparse scans)."""
     from matplotlib.figure import Figure
 
     pts = np.asarray(points)
@@ -275,13 +277,13 @@ def save_similarity_figure(points: np.ndarray, panels: Sequence[tuple[str, np.nd
     if labels is not None:
         num = len(class_names) if class_names is not None else int(labels.max()) + 1
         qname = class_names[int(labels[query])] if class_names is not None and labels[query] >= 0 else "?"
-        plot_bev(axes[0], pts, colorize_labels(labels, num), extent=extent, point_size=1.0,
+        plot_bev(axes[0], pts, colorize_labels(labels, num), extent=extent, point_size=point_size,
                  title=f"ground truth (query: {qname})")
         k = 1
     for ax, (title, feats) in zip(axes[k:], panels):
         sim = similarity_to_query(feats, query)
         plot_bev(ax, pts, colorize_values(sim, cmap="viridis", vmin=float(np.percentile(sim, 2)), vmax=1.0),
-                 extent=extent, point_size=1.0, title=title)
+                 extent=extent, point_size=point_size, title=title)
     for ax in axes:
         ax.plot([-pts[query, 1]], [pts[query, 0]], marker="o", color="red", markersize=7, markeredgecolor="white")
     fig.suptitle("cosine similarity to the query point (red)", color="white", fontsize=12)
