@@ -77,7 +77,7 @@ class DemoPlan:
 FULL = DemoPlan(
     name="full",
     pretrain_config="synthetic",
-    pretrain_overrides=("train.steps=120", "train.checkpoint_total_limit=1"),
+    pretrain_overrides=("train.checkpoint_total_limit=1",),
     probe_train_sequences=2,
     probe_val_sequences=1,
     probe_epochs=10,
@@ -85,7 +85,8 @@ FULL = DemoPlan(
     probe_overrides=("optim.lr=0.1", "optim.base_batch_size=4", "total_limit=1"),
 )
 """``largead demo``: a few minutes on 2 CPU cores. Measured on this world (linear-probe mIoU, pretrained vs random
-init 7.0%): 40 pretraining steps give 10.0%, 120 steps 15.3% in about 4 minutes in all, hence ``train.steps=120``.
+init 7.0%): 40 pretraining steps give 10.0%, 120 steps 15.3% in about 4 minutes in all, hence ``train.steps: 120`` in
+``training/configs/synthetic.yaml``.
 The probe's learning rate (0.1 at 4 frames per step, cosine, 40 steps) was picked so that both probes converge
 within the budget (SLidR's 0.05 at 16 frames, scaled to 4 frames, barely moves a classifier in 40 steps); both
 probes use the same settings."""
