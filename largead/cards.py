@@ -8,13 +8,13 @@ numbers *reported by the paper* for a zoo entry (marked with their source) and n
 from __future__ import annotations
 
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from largead.fileio import atomic_write_text
 from largead.zoo import DATASET_LABELS, SOURCE_DESCRIPTIONS, TEACHERS, ModelInfo, PaperResult, model_info
 
 TAGS = ["lidar", "point-cloud", "semantic-segmentation", "self-supervised-learning", "autonomous-driving",
@@ -173,21 +173,6 @@ def _plain(obj: Any) -> Any:
 
         return _plain(asdict(obj))
     return str(obj)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_card(

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from largead.fileio import atomic_path
+
 __all__ = ["FULL", "QUICK", "DemoPlan", "DemoResult", "SourceCheckoutError", "find_query_point", "load_training_script",
            "run_demo", "save_pictures", "training_dir"]
 
@@ -444,15 +446,9 @@ def _frame_with_car(dataset: Any, class_names: list[str]) -> tuple[Any, int]:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` through a temporary file beside ``path`` and ``os.replace`` (default permissions)."""
-    import os
-
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    try:
+    """``np.save`` to ``path`` atomically."""
+    with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, array)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_yaml(path: Path, data: dict[str, Any], comment: str) -> None:

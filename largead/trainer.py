@@ -68,6 +68,8 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import torch
 
+from largead.fileio import atomic_write_text
+
 T = TypeVar("T")
 
 CHECKPOINT_DIR = "checkpoints"
@@ -303,13 +305,7 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ backend). Functions draw into a given ``Axes`` so they compose; :func:`render_fr
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ import numpy as np
 
 from largead.data.frame import IGNORE_INDEX, Frame
 from largead.data.geometry import project_points, transform_points
+from largead.fileio import atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -224,17 +224,9 @@ def render_frame(
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Save ``fig`` to ``path`` (format from the suffix) atomically; returns the path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=p.suffix, dir=p.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, facecolor=fig.get_facecolor())
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return p
+    return Path(path)
 
 
 def save_feature_bev(points: np.ndarray, features: np.ndarray, path: str | os.PathLike, title: str | None = None,

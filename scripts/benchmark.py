@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from largead.fileio import atomic_write_text
+
 CASES = {
     # name: (beams, returns per ring, elevation range deg, voxel size, cylindrical)
     "nuscenes32": (32, 1800, (-30.0, 10.0), (0.1, 1.0, 0.1), True),
@@ -212,9 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(rec), flush=True)
                 records.append(rec)
     if args.out is not None:
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-        os.replace(tmp, args.out)
+        atomic_write_text(args.out, "".join(json.dumps(r) + "\n" for r in records))
     return 0 if all(math.isfinite(r["median_ms"]) for r in records) else 1
 
 

@@ -11,7 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from largead.cards import atomic_write_text, render_card
+from largead.cards import render_card
+from largead.fileio import atomic_write_text
 from largead.zoo import REGISTRY
 
 

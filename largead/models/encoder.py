@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
+from largead.fileio import atomic_write_bytes
 from largead.models.minkunet import MINKUNET_VARIANTS, TORCH_OPS, MinkUNet, SparseOps
 from largead.sparse import (
     FEATURE_MODES,
@@ -160,7 +160,7 @@ class LargeADConfig:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write ``config.json`` atomically."""
-        _atomic_write_bytes(Path(path), self.to_json_string().encode("utf-8"))
+        atomic_write_bytes(Path(path), self.to_json_string().encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LargeADConfig:
@@ -171,18 +171,6 @@ class LargeADConfig:
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not valid JSON ({err})") from None
         return cls.from_dict(data, source=str(path))
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -394,7 +382,7 @@ class LargeADEncoder(
         from safetensors.torch import save as safetensors_save
 
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write_bytes(Path(save_directory) / WEIGHTS_NAME, safetensors_save(state, metadata={"format": "pt"}))
+        atomic_write_bytes(Path(save_directory) / WEIGHTS_NAME, safetensors_save(state, metadata={"format": "pt"}))
         self.config.save(Path(save_directory) / CONFIG_NAME)
 
     @classmethod

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from largead.fileio import atomic_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -388,17 +389,9 @@ class SyntheticTeacher(ImageTeacher):
             images, masks = data()
             backbone = train_synthetic_backbone(images, masks, num_classes, steps=steps, batch_size=batch_size,
                                                 lr=lr, seed=seed)
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".synthetic-", suffix=".safetensors.tmp", dir=folder)
-            os.close(fd)
-            try:
-                state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
-                save_file(state, tmp, metadata={"settings": blob})
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+            state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
+            with atomic_path(path) as tmp:
+                save_file(state, str(tmp), metadata={"settings": blob})
         teacher = cls(backbone.eval(), out_dim=out_dim, feature_dim=backbone.feature_dim, stride=backbone.stride)
         teacher.cache_path = path
         return teacher

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from largead.fileio import atomic_path
+
 
 @dataclass(frozen=True)
 class SegmentParams:
@@ -182,10 +184,8 @@ class SegmentCache:
         self.misses += 1
         seg_t, seg_n = segment_pair(points_t, pose_t, points_n, pose_n, params)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-            np.savez_compressed(tmp, seg_t=seg_t.astype(np.int32), seg_n=seg_n.astype(np.int32))
-            os.replace(tmp, path)
+            with atomic_path(path, suffix=".npz") as tmp:
+                np.savez_compressed(tmp, seg_t=seg_t.astype(np.int32), seg_n=seg_n.astype(np.int32))
         return seg_t, seg_n
 
 

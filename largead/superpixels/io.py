@@ -13,11 +13,12 @@ atomic (temporary file in the same folder, then ``os.replace``), so an interrupt
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
+
+from largead.fileio import atomic_path
 
 MAX_ID_16BIT = 65535
 
@@ -61,16 +62,8 @@ def save_superpixels(path: str | os.PathLike, ids: np.ndarray) -> Path:
     arr = _as_id_map(ids, str(path))
     dtype = np.uint8 if (arr.size == 0 or int(arr.max()) < 256) else np.uint16
     image = Image.fromarray(np.ascontiguousarray(arr.astype(dtype)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, suffix=".png.tmp") as tmp:
+        image.save(tmp, format="PNG")
     return path
 
 

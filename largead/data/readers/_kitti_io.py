@@ -11,7 +11,6 @@ folders of a split exist (and warns about the others).
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from largead.data.geometry import check_rigid
+from largead.fileio import atomic_write_bytes  # noqa: F401 - re-exported for the writers below and export.py
 
 PathLike = str | os.PathLike
 
@@ -173,22 +173,7 @@ def read_times(path: PathLike) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Writers (atomic)
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+# Writers (atomic, through largead.fileio)
 
 
 def write_bin(path: PathLike, points: np.ndarray, dtype: np.dtype | type = np.float32) -> None:
