@@ -22,8 +22,23 @@ from .voxelize import (
 )
 
 __all__ = [
-    "SparseTensor", "Conv3d", "ConvTranspose3d", "BatchNorm", "ReLU", "cat", "KernelMapCache", "KernelMap",
-    "CoordinateSet", "kernel_offsets",
-    "FEATURE_MODES", "VoxelBatch", "VoxelGrid", "batch_voxelize", "feature_channels", "point_features", "quantize",
-    "unique_rows", "voxelize",
+    "FEATURE_MODES",
+    "BatchNorm",
+    "Conv3d",
+    "ConvTranspose3d",
+    "CoordinateSet",
+    "KernelMap",
+    "KernelMapCache",
+    "ReLU",
+    "SparseTensor",
+    "VoxelBatch",
+    "VoxelGrid",
+    "batch_voxelize",
+    "cat",
+    "feature_channels",
+    "kernel_offsets",
+    "point_features",
+    "quantize",
+    "unique_rows",
+    "voxelize",
 ]

@@ -19,13 +19,20 @@ Semantics follow MinkowskiEngine 0.5.4 (facts read from its source, NVIDIA/Minko
   ``s_out`` (key ``(s_out, "")``, i.e. the finer coordinates of the same manager) when it exists; otherwise it creates
   ``{p + offset_k}`` for all inputs ``p`` (``stride_region``). Its kernel map is built from the *output* side: for
   every coarse input ``p`` and kernel index ``k`` the fine output is looked up at ``p + offset_k`` with the region
-  using the *output* (fine) tensor stride, then in/out are swapped.
+  using the *output* (fine) tensor stride, then in/out are swapped. That is exactly the swapped map of the forward
+  convolution from the fine to the coarse coordinates (same region, same stride), which ME reuses when cached; so
+  do we: a decoder's transposed maps are its encoder's maps swapped.
 - ``src/convolution_kernel.hpp`` (``ConvolutionForwardKernelCPU``): ``out[o] += in[i] @ W[k]`` with ``W[k]`` the
   ``[C_in, C_out]`` slice of a ``[kernel_volume, C_in, C_out]`` kernel.
 
 Coordinates are ``(batch, x, y, z)`` integers, kept at input resolution as multiples of the tensor stride (ME's
-convention). Lookups pack each row into one int64 key, sort once per coordinate set and use ``searchsorted``; no
-Python loop touches points or pairs.
+convention). Lookups pack each row into one int64 key (the box is padded by one stride, so a neighbour's key is the
+member's key plus a per-offset delta), sort once per coordinate set and use ``searchsorted``. Submanifold maps are
+built from half the offsets (an offset and its mirror share pairs, swapped); strided maps whose even kernel equals the
+stride need no lookup at all (each input lies in one output cell). No Python loop touches points or pairs.
+
+These semantics are checked against dense ``conv3d``/``conv_transpose3d`` oracles (tests/sparse/test_nn.py), naive
+Python kernel maps (test_kernel_map.py) and MinkowskiEngine itself where installed (test_me_equivalence.py).
 """
 
 from __future__ import annotations
@@ -155,7 +162,7 @@ def _pack(c: torch.Tensor, lo: torch.Tensor | None, ext: torch.Tensor) -> torch.
 
 @dataclass(eq=False)
 class Reduction:
-    """How pair products (one row per pair, in plan order) are summed into destination rows.
+    """How pair products (one row per pair, in pair order) are summed into destination rows.
 
     ``perm`` set: every destination row receives exactly one pair; the result is ``products[perm]``.
     Otherwise ``order``/``offsets`` describe the pairs sorted by destination row (CSR), summed with
@@ -165,26 +172,6 @@ class Reduction:
     perm: torch.Tensor | None
     order: torch.Tensor | None
     offsets: torch.Tensor | None
-
-
-@dataclass(eq=False)
-class ConvPlan:
-    """How :mod:`largead.sparse.functional` executes a :class:`KernelMap` (derived once per map, then cached).
-
-    Offsets with equal pair counts (a submanifold offset and its mirror always qualify) form one group, run as one
-    batched GEMM. ``gather_idx``/``scatter_idx`` hold the in/out rows of all pairs ordered group by group (group
-    ``g`` covers ``starts[g] : starts[g] + len(groups[g]) * counts[g]``); ``to_out``/``to_in`` sum the pair
-    products into output rows (forward) or input rows (gradient of the input).
-    """
-
-    groups: list[list[int]]
-    group_tensors: list[torch.Tensor]
-    counts: list[int]
-    starts: list[int]
-    gather_idx: torch.Tensor
-    scatter_idx: torch.Tensor
-    to_out: Reduction
-    to_in: Reduction
 
 
 @dataclass(eq=False)
@@ -204,7 +191,8 @@ class KernelMap:
     n_out: int
     identity: int | None = None
     kernel_volume: int = field(init=False)
-    _plan: ConvPlan | None = field(default=None, init=False, repr=False)
+    _to_out: Reduction | None = field(default=None, init=False, repr=False)
+    _to_in: Reduction | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.kernel_volume = len(self.ptr) - 1
@@ -216,15 +204,23 @@ class KernelMap:
             counts[self.identity] = self.n_in
         return counts
 
-    def swapped(self) -> "KernelMap":
+    def swapped(self) -> KernelMap:
         """The same pairs with input and output exchanged (ME's transposed map of the same region)."""
-        return KernelMap(self.out_idx, self.in_idx, list(self.ptr), self.n_out, self.n_in, self.identity)
+        km = KernelMap(self.out_idx, self.in_idx, list(self.ptr), self.n_out, self.n_in, self.identity)
+        km._to_out, km._to_in = self._to_in, self._to_out
+        return km
 
-    def plan(self) -> ConvPlan:
-        """The execution plan of this map (built on first use)."""
-        if self._plan is None:
-            self._plan = _make_plan(self)
-        return self._plan
+    def to_out(self) -> Reduction:
+        """How pair products (one row per pair, in pair order) sum into output rows (built once)."""
+        if self._to_out is None:
+            self._to_out = _reduction(self.out_idx, self.n_out, self.identity is not None)
+        return self._to_out
+
+    def to_in(self) -> Reduction:
+        """How pair products sum into input rows, for the gradient of the input (built once)."""
+        if self._to_in is None:
+            self._to_in = _reduction(self.in_idx, self.n_in, self.identity is not None)
+        return self._to_in
 
 
 def _reduction(dst_idx: torch.Tensor, n_dst: int, has_identity: bool) -> Reduction:
@@ -239,31 +235,6 @@ def _reduction(dst_idx: torch.Tensor, n_dst: int, has_identity: bool) -> Reducti
     return Reduction(None, torch.argsort(dst_idx, stable=True), offsets)
 
 
-def _make_plan(km: KernelMap, group: bool = True) -> ConvPlan:
-    by_count: dict[int, list[int]] = {}
-    for k in range(km.kernel_volume):  # loop over kernel offsets
-        c = km.ptr[k + 1] - km.ptr[k]
-        if c > 0:
-            by_count.setdefault(c if group else -k - 1, []).append(k)
-    groups = [by_count[c] for c in sorted(by_count, reverse=True)]
-    counts = [km.ptr[g[0] + 1] - km.ptr[g[0]] for g in groups]
-    starts, pieces_in, pieces_out, pos = [], [], [], 0
-    for g, c in zip(groups, counts):
-        starts.append(pos)
-        for k in g:
-            pieces_in.append(km.in_idx[km.ptr[k]:km.ptr[k + 1]])
-            pieces_out.append(km.out_idx[km.ptr[k]:km.ptr[k + 1]])
-        pos += len(g) * c
-    device = km.in_idx.device
-    empty = torch.zeros(0, dtype=torch.int64, device=device)
-    gather_idx = torch.cat(pieces_in) if pieces_in else empty
-    scatter_idx = torch.cat(pieces_out) if pieces_out else empty
-    has_identity = km.identity is not None
-    group_tensors = [torch.tensor(g, dtype=torch.int64, device=device) for g in groups]
-    return ConvPlan(groups, group_tensors, counts, starts, gather_idx, scatter_idx,
-                    _reduction(scatter_idx, km.n_out, has_identity), _reduction(gather_idx, km.n_in, has_identity))
-
-
 def _ptr_from_counts(counts: torch.Tensor) -> list[int]:
     ptr = [0]
     for c in counts.tolist():  # loop over kernel offsets (<= 27), not pairs
@@ -271,18 +242,11 @@ def _ptr_from_counts(counts: torch.Tensor) -> list[int]:
     return ptr
 
 
-def _pairs_from_lookup(found: torch.Tensor, query_is_out: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Turn a ``(K, M)`` lookup result (-1 = absent) into grouped pairs.
-
-    Row ``m`` of the queried side is the out row when ``query_is_out`` (lookup found the in row), else the in row.
-    """
+def _pairs_from_lookup(found: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Pairs grouped by offset from a ``(K, M_out)`` lookup: ``found[k, o]`` is the input row of output ``o`` at
+    offset ``k`` or -1. Returns ``(in_idx, out_idx, ptr)``."""
     mask = found >= 0
-    counts = mask.sum(1)
-    k_m = mask.nonzero()
-    other = found[k_m[:, 0], k_m[:, 1]]
-    rows = k_m[:, 1]
-    in_idx, out_idx = (other, rows) if query_is_out else (rows, other)
-    return in_idx, out_idx, _ptr_from_counts(counts)
+    return found[mask], mask.nonzero()[:, 1], _ptr_from_counts(mask.sum(1))
 
 
 def build_conv_map(inp: CoordinateSet, out: CoordinateSet, kernel_size: int) -> KernelMap:
@@ -294,7 +258,7 @@ def build_conv_map(inp: CoordinateSet, out: CoordinateSet, kernel_size: int) -> 
     q = out.coords.to(torch.int64)
     query = q[None].repeat(offs.shape[0], 1, 1)
     query[..., 1:] += offs[:, None, :]
-    in_idx, out_idx, ptr = _pairs_from_lookup(inp.lookup(query), query_is_out=True)
+    in_idx, out_idx, ptr = _pairs_from_lookup(inp.lookup(query))
     return KernelMap(in_idx, out_idx, ptr, n_in, n_out)
 
 

@@ -57,7 +57,7 @@ class SparseTensor:
         self.cache = cache
 
     @classmethod
-    def _from_set(cls, feats: torch.Tensor, cs: CoordinateSet, cache: KernelMapCache) -> "SparseTensor":
+    def _from_set(cls, feats: torch.Tensor, cs: CoordinateSet, cache: KernelMapCache) -> SparseTensor:
         t = cls.__new__(cls)
         t._init(feats, cs, cache)
         return t
@@ -88,7 +88,7 @@ class SparseTensor:
     def __len__(self) -> int:
         return int(self.F.shape[0])
 
-    def replace(self, feats: torch.Tensor) -> "SparseTensor":
+    def replace(self, feats: torch.Tensor) -> SparseTensor:
         """Same coordinates, stride and cache with new features ``feats`` (M, C')."""
         return SparseTensor._from_set(feats, self._cs, self.cache)
 
@@ -113,8 +113,7 @@ def cat(*tensors: SparseTensor) -> SparseTensor:
             raise TypeError(f"cat argument {j} is {type(t).__name__}, expected SparseTensor")
         if t.stride != first.stride:
             raise ValueError(f"cat: tensor 0 has stride {first.stride} but tensor {j} has stride {t.stride}")
-        if t._cs is not first._cs:
-            if len(t) != len(first) or not torch.equal(t.C, first.C):
-                raise ValueError(f"cat: tensor {j} has different coordinates from tensor 0 "
-                                 f"({len(t)} vs {len(first)} sites at stride {first.stride})")
+        if t._cs is not first._cs and (len(t) != len(first) or not torch.equal(t.C, first.C)):
+            raise ValueError(f"cat: tensor {j} has different coordinates from tensor 0 "
+                             f"({len(t)} vs {len(first)} sites at stride {first.stride})")
     return first.replace(torch.cat([t.F for t in tensors], dim=1))

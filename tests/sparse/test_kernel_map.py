@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from largead.sparse import Conv3d, ConvTranspose3d, KernelMapCache, SparseTensor, kernel_offsets
+from largead.sparse import (
+    Conv3d,
+    ConvTranspose3d,
+    KernelMapCache,
+    SparseTensor,
+    kernel_offsets,
+)
 from largead.sparse.kernel_map import CoordinateSet, build_conv_map, strided_coords
 
 

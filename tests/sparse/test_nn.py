@@ -259,3 +259,28 @@ def test_layer_rejects_wrong_channels() -> None:
         Conv3d(4, 2)(x)
     with pytest.raises(ValueError, match="BatchNorm expects 2 input channels"):
         BatchNorm(2)(x)
+
+
+def test_outputs_do_not_alias_reused_workspace() -> None:
+    """Results must survive later convolutions, which reuse the CPU scratch buffers."""
+    coords = random_coords(300, 8, 2, seed=13)
+    x = SparseTensor(torch.randn(len(coords), 4), coords)
+    sub, down, up = Conv3d(4, 4, 3), Conv3d(4, 4, 2, 2), ConvTranspose3d(4, 4, 2, 2)
+    outs = [sub(x), down(x)]
+    outs.append(up(outs[1]))
+    saved = [o.F.clone() for o in outs]
+    for _ in range(2):
+        sub(x), up(down(x)), Conv3d(4, 9, 3)(x)
+    for o, s in zip(outs, saved):
+        assert torch.equal(o.F, s)
+
+
+def test_empty_tensor_runs_forward_and_backward() -> None:
+    feats = torch.zeros(0, 3, requires_grad=True)
+    x = SparseTensor(feats, torch.zeros(0, 4, dtype=torch.int32))
+    y = Conv3d(3, 4)(x)
+    d = Conv3d(4, 5, 2, 2)(y)
+    out = cat(ConvTranspose3d(5, 4)(d), y)
+    assert out.F.shape == (0, 8) and d.F.shape == (0, 5) and d.stride == 2
+    out.F.sum().backward()
+    assert feats.grad.shape == (0, 3)
