@@ -64,12 +64,17 @@ class _ConvBase(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         _check_input(x, self.in_channels, type(self).__name__)
+        inp, weight = x.F, self.kernel
+        device_type = inp.device.type
+        if torch.is_autocast_enabled(device_type):  # mixed precision: compute in the autocast dtype, as nn.Linear does
+            dtype = torch.get_autocast_dtype(device_type)
+            inp, weight = inp.to(dtype), weight.to(dtype)
         if self.use_mm:
-            feats = x.F @ self.kernel
+            feats = inp @ weight
             out_cs = x.coordinate_set
         else:
             out_cs, kmap = self._map(x)
-            feats = sparse_conv(x.F, self.kernel, kmap)
+            feats = sparse_conv(inp, weight, kmap)
         if self.bias is not None:
             feats = feats + self.bias
         return SparseTensor._from_set(feats, out_cs, x.cache)

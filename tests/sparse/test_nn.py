@@ -284,3 +284,19 @@ def test_empty_tensor_runs_forward_and_backward() -> None:
     assert out.F.shape == (0, 8) and d.F.shape == (0, 5) and d.stride == 2
     out.F.sum().backward()
     assert feats.grad.shape == (0, 3)
+
+
+def test_autocast_bfloat16_matches_float32() -> None:
+    """Mixed precision (accelerate's bf16): convolutions run in the autocast dtype, gradients reach float32 weights."""
+    torch.manual_seed(0)
+    coords = random_coords(300, 10, 2, seed=5)
+    feats = torch.randn(len(coords), 8)
+    conv, down = Conv3d(8, 16, 3), Conv3d(16, 16, 2, stride=2)
+    x = SparseTensor(feats, coords)
+    ref = down(conv(x)).F
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = down(conv(SparseTensor(feats, coords))).F
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=5e-2, atol=5e-2)
+    out.float().sum().backward()
+    assert conv.kernel.grad is not None and conv.kernel.grad.dtype == torch.float32
