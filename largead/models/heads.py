@@ -124,16 +124,16 @@ class SegmentationModel(nn.Module):
         width = int(getattr(encoder, "decoder_channels", DECODER_CHANNELS))
         if new_head:
             ops = getattr(encoder, "_ops", None)  # the encoder's layer backend (torch or MinkowskiEngine)
-            encoder.final = (ops.conv(width, self.num_classes, 1, bias=True) if ops is not None
-                             else Conv3d(width, self.num_classes, kernel_size=1, bias=True))
+            head = (ops.conv(width, self.num_classes, 1, bias=True) if ops is not None
+                    else Conv3d(width, self.num_classes, kernel_size=1, bias=True))
+            encoder.final = head.to(next(encoder.parameters()).device)
         else:
             kernel = getattr(encoder.final, "kernel", None)
             if kernel is None or tuple(kernel.shape) != (width, self.num_classes):
                 raise ValueError(f"encoder.final has kernel shape {None if kernel is None else tuple(kernel.shape)}, "
                                  f"expected ({width}, {self.num_classes}) for new_head=False")
-        if mode == "linear_probe":
-            for name, p in encoder.named_parameters():
-                p.requires_grad_(name.startswith("final."))
+        for name, p in encoder.named_parameters():  # linear probe: only the classifier learns
+            p.requires_grad_(mode == "finetune" or name.startswith("final."))
         self.train(self.training)
 
     @property

@@ -1,0 +1,119 @@
+"""Robustness metrics of the Robo3D benchmark (nuScenes-C / SemanticKITTI-C): corruption error and resilience rate.
+
+Definitions (Robo3D; REFERENCE.md), with ``mIoU`` as fractions in ``[0, 1]``:
+
+- ``CE_c = sum_s (1 - mIoU_{c,s}) / sum_s (1 - mIoU^baseline_{c,s})`` over the three severities ``s``;
+- ``RR_c = sum_s mIoU_{c,s} / (3 * mIoU_clean)``;
+- ``mCE`` and ``mRR`` average ``CE_c`` and ``RR_c`` over the corruptions (eight in the benchmark).
+
+Results are reported as fractions (multiply by 100 for the papers' percentages).
+
+Baselines. mCE needs the baseline model's per-corruption, per-severity mIoU. The only such table available to this
+project is Robo3D's own baseline for SemanticKITTI-C, MinkUNet-18 (cr 1.0), from ``docs/results/MinkUNet-18_cr1.0.md``
+of ldkong1205/Robo3D (its CE is 100 by construction and its RR column, e.g. fog 89.02, re-computes from the table).
+The LargeAD paper reports nuScenes-C mCE for a randomly initialised MinkUNet (112.20) but its per-severity mIoU
+were not available, and Robo3D's nuScenes-C segmentation tables are empty in the stored copies; so for nuScenes-C
+a baseline must be supplied (a results JSON of the baseline model evaluated with ``training/evaluate.py
+--corruptions all``, e.g. a randomly initialised MinkUNet-34 fine-tuned with the same protocol). Without a baseline,
+mCE is reported as ``None`` and mRR alone is computed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+__all__ = [
+    "BASELINES",
+    "CORRUPTIONS",
+    "DEFAULT_BASELINE",
+    "SEVERITIES",
+    "corruption_error",
+    "resilience_rate",
+    "robustness_summary",
+]
+
+CORRUPTIONS: tuple[str, ...] = (
+    "fog", "wet_ground", "snow", "motion_blur", "beam_missing", "crosstalk", "incomplete_echo", "cross_sensor",
+)
+"""Robo3D's eight corruptions, in the benchmark's order."""
+
+SEVERITIES: tuple[str, ...] = ("light", "moderate", "heavy")
+
+_SKC_MINKUNET18_PERCENT = {
+    "fog": (61.71, 58.32, 47.59),
+    "wet_ground": (58.38, 52.38, 51.21),
+    "snow": (55.50, 53.70, 50.65),
+    "motion_blur": (42.78, 31.62, 24.35),
+    "beam_missing": (60.70, 56.78, 51.47),
+    "crosstalk": (59.87, 58.47, 56.68),
+    "incomplete_echo": (57.89, 54.68, 50.72),
+    "cross_sensor": (57.53, 52.08, 28.53),
+}
+
+BASELINES: dict[str, dict[str, dict[str, float]]] = {
+    "semantickitti_c/minkunet18_cr1.0": {
+        c: {s: v / 100.0 for s, v in zip(SEVERITIES, vals)} for c, vals in _SKC_MINKUNET18_PERCENT.items()
+    },
+}
+"""Built-in baseline tables ``{name: {corruption: {severity: mIoU fraction}}}`` (see the module docstring)."""
+
+DEFAULT_BASELINE = {"semantickitti_c": "semantickitti_c/minkunet18_cr1.0", "semantickitti": "semantickitti_c/minkunet18_cr1.0"}
+"""Default baseline per dataset (none for nuScenes-C; see the module docstring)."""
+
+
+def _severities(values: Mapping[str, float], what: str) -> list[float]:
+    missing = [s for s in SEVERITIES if s not in values]
+    if missing:
+        raise ValueError(f"{what}: missing severities {missing}; expected all of {SEVERITIES}")
+    out = [float(values[s]) for s in SEVERITIES]
+    if not all(0.0 <= v <= 1.0 for v in out):
+        raise ValueError(f"{what}: mIoU must be fractions in [0, 1], got {out}")
+    return out
+
+
+def corruption_error(miou: Mapping[str, float], baseline: Mapping[str, float]) -> float:
+    """``CE = sum_s (1 - mIoU_s) / sum_s (1 - baseline_s)`` for one corruption (``{severity: mIoU}`` maps)."""
+    m = _severities(miou, "model")
+    b = _severities(baseline, "baseline")
+    denom = sum(1.0 - v for v in b)
+    if denom <= 0:
+        raise ValueError("baseline mIoU is 1.0 at every severity; corruption error undefined")
+    return sum(1.0 - v for v in m) / denom
+
+
+def resilience_rate(miou: Mapping[str, float], clean_miou: float) -> float:
+    """``RR = sum_s mIoU_s / (3 * clean mIoU)`` for one corruption."""
+    if not clean_miou > 0:
+        raise ValueError(f"clean mIoU must be positive, got {clean_miou}")
+    return sum(_severities(miou, "model")) / (len(SEVERITIES) * float(clean_miou))
+
+
+def robustness_summary(
+    results: Mapping[str, Mapping[str, float]],
+    clean_miou: float,
+    baseline: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict:
+    """CE and RR per corruption, with mCE and mRR, from ``results[corruption][severity] = mIoU``.
+
+    ``baseline`` has the same layout; it must cover every corruption in ``results`` or mCE is undefined (``None``).
+    Returns ``{"ce": {c: float|None}, "rr": {c: float}, "mce": float|None, "mrr": float, "corruptions": [...]}``.
+    """
+    if not results:
+        raise ValueError("no corruption results given")
+    unknown = sorted(set(results) - set(CORRUPTIONS))
+    if unknown:
+        raise ValueError(f"unknown corruptions {unknown}; expected names from {CORRUPTIONS}")
+    names = [c for c in CORRUPTIONS if c in results]
+    rr = {c: resilience_rate(results[c], clean_miou) for c in names}
+    ce: dict[str, float | None] = {}
+    for c in names:
+        ce[c] = corruption_error(results[c], baseline[c]) if baseline is not None and c in baseline else None
+    have_all = all(v is not None for v in ce.values())
+    return {
+        "corruptions": names,
+        "ce": ce,
+        "rr": rr,
+        "mce": (math.fsum(ce.values()) / len(ce)) if have_all else None,  # type: ignore[arg-type]
+        "mrr": math.fsum(rr.values()) / len(rr),
+    }

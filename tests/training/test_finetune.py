@@ -1,0 +1,128 @@
+"""training/finetune.py: configs parse, errors, and a tiny end-to-end linear probe + fine-tune on synthetic data."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from largead.models.heads import SegmentationModel
+from largead.trainer import ConfigError, list_checkpoints
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from training import finetune
+
+CONFIGS = REPO / "training" / "configs"
+TINY = ["data.options={num_sequences: 2, frames_per_sequence: 2, num_cameras: 1, beams: 16, azimuth_resolution: 2.0}",
+        "model.backbone=minkunet14", "batch_size=2", "epochs=1", "checkpointing_steps=1"]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")
+                                        if p.name.startswith(("finetune-", "linear-probe-"))))
+def test_every_config_parses(name: str) -> None:
+    cfg = finetune.load_run_config(finetune.parse_args(["--config", str(CONFIGS / name), "--output_dir", "x"]))
+    assert cfg.optim.momentum == 0.9 and cfg.optim.dampening == 0.1 and cfg.optim.weight_decay == 1e-4
+    assert cfg.optim.scheduler == "cosine" and cfg.model.bn_momentum == 0.02 and cfg.lovasz_weight == 1.0
+    if name.startswith("linear-probe"):
+        assert cfg.mode == "linear_probe" and cfg.optim.lr == 0.05 and cfg.head_lr is None
+    else:
+        assert cfg.mode == "finetune" and cfg.head_lr == 2.0
+    if name == "finetune-nuscenes.yaml":
+        assert (cfg.optim.lr, cfg.batch_size, cfg.epochs) == (0.02, 16, 100)
+    if name == "finetune-semantickitti.yaml":
+        assert (cfg.optim.lr, cfg.batch_size, cfg.data.name) == (0.05, 10, "semantickitti")
+
+
+def test_cli_overrides_and_bad_keys() -> None:
+    args = finetune.parse_args(["--output_dir", "x", "--pretrained", "none", "--label_fraction", "25",
+                                "--mode", "linear_probe", "optim.lr=0.1"])
+    cfg = finetune.load_run_config(args)
+    assert cfg.model.pretrained is None and cfg.data.label_fraction == 25 and cfg.mode == "linear_probe"
+    assert cfg.optim.lr == 0.1
+    with pytest.raises(ConfigError, match="optim.lrr"):
+        finetune.load_run_config(finetune.parse_args(["--output_dir", "x", "optim.lrr=0.1"]))
+
+
+def test_zero_frame_fraction_and_unlabelled_split_are_refused() -> None:
+    from largead.data.frame import Frame
+    from largead.data.registry import LidarDataset
+
+    class Scenes(LidarDataset):
+        """Three scenes of two frames, label fractions by scene (like nuScenes)."""
+
+        name = "scenes"
+        label_fraction_unit = "sequence"
+
+        def __len__(self) -> int:
+            return 6
+
+        def frame(self, i: int) -> Frame:
+            return Frame(points=np.zeros((3, 4), np.float32), sequence=f"s{i // 2}")
+
+        def sequence_of(self, i: int) -> tuple[str, int]:
+            return f"s{i // 2}", i % 2
+
+    assert finetune.training_indices(Scenes(), 50).tolist() == [2, 3]  # every 2nd scene: the second one
+    with pytest.raises(ValueError, match="keeps none"):
+        finetune.training_indices(Scenes(), 1)  # every 100th of 3 scenes: none
+    with pytest.raises(ValueError, match="no semantic labels for split 'train'"):
+        finetune.check_labelled(Scenes(), "train")
+
+
+def test_refuses_pretrained_with_other_voxelisation(tmp_path: Path) -> None:
+    from largead.models.encoder import LargeADConfig, LargeADEncoder
+
+    LargeADEncoder(LargeADConfig(backbone="minkunet14", voxel_size=(0.05, 0.05, 0.05), cylindrical=False)
+                   ).save_pretrained(tmp_path / "enc")
+    cfg = finetune.load_run_config(finetune.parse_args(["--output_dir", "x", *TINY]))
+    cfg.model.pretrained = str(tmp_path / "enc")
+    with pytest.raises(ValueError, match="voxel_size=\\(0.05, 0.05, 0.05\\), cylindrical=False but the synthetic"):
+        finetune.build_encoder(cfg.model, "synthetic")
+
+
+@pytest.mark.slow
+def test_tiny_linear_probe_end_to_end_and_resume(tmp_path: Path) -> None:
+    from largead.models.encoder import LargeADConfig, LargeADEncoder
+
+    torch.manual_seed(0)
+    pre = LargeADEncoder(LargeADConfig(backbone="minkunet14"))
+    pre.save_pretrained(tmp_path / "pre")
+    out = tmp_path / "run"
+    args = ["--config", str(CONFIGS / "linear-probe-synthetic.yaml"), "--output_dir", str(out),
+            "--pretrained", str(tmp_path / "pre"), *TINY]
+    final = finetune.main(finetune.parse_args(args))
+    assert [s for s, _ in list_checkpoints(out)] == [1, 2]  # 4 frames / batch 2 = 2 steps, total_limit 2
+    model = SegmentationModel.from_pretrained(final)
+    assert model.mode == "linear_probe" and model.class_names[0] == "road"
+    meta = json.loads((final / "segmentation.json").read_text())
+    assert meta["dataset"] == "synthetic" and meta["label_fraction"] == 100 and meta["steps"] == 2
+    trained = model.encoder.state_dict()
+    for k, v in pre.state_dict().items():  # backbone (weights and BN statistics) untouched, head new
+        if not k.startswith("final."):
+            assert torch.equal(v, trained[k]), k
+    # resuming a finished run trains nothing more and rewrites the same model
+    again = finetune.main(finetune.parse_args([*args, "--resume_from_checkpoint", "latest"]))
+    again_state = SegmentationModel.from_pretrained(again).encoder.state_dict()
+    assert all(torch.equal(again_state[k], trained[k]) for k in trained)
+
+
+@pytest.mark.slow
+def test_tiny_finetune_changes_backbone(tmp_path: Path) -> None:
+    from largead.models.encoder import LargeADConfig, LargeADEncoder
+
+    pre = LargeADEncoder(LargeADConfig(backbone="minkunet14"))
+    pre.save_pretrained(tmp_path / "pre")
+    final = finetune.main(finetune.parse_args(["--config", str(CONFIGS / "finetune-synthetic.yaml"),
+                                               "--output_dir", str(tmp_path / "ft"), "--pretrained",
+                                               str(tmp_path / "pre"), "max_steps=1", *TINY]))
+    model = SegmentationModel.from_pretrained(final)
+    assert model.mode == "finetune" and model.num_classes == 12
+    assert json.loads((final / "segmentation.json").read_text())["steps"] == 1
+    state = model.encoder.state_dict()
+    assert not torch.equal(state["conv0p1s1.kernel"], pre.state_dict()["conv0p1s1.kernel"])
+    assert state["bn0.bn.num_batches_tracked"] == 1
