@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from largead.fileio import atomic_path, atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -213,10 +215,9 @@ def bar_chart(summary: Sequence[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("linear-probe mIoU (%)")
     ax.set_title("LargeAD in miniature (synthetic world)")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -252,9 +253,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                "seconds": seconds}
     write_results(root / "results.json", results)
     table = markdown_table(summary, budget, seconds)
-    tmp = root / ".results.md.tmp"
-    tmp.write_text("# LargeAD in miniature: linear probing on the synthetic world\n\n" + table)
-    tmp.replace(root / "results.md")
+    atomic_write_text(root / "results.md", "# LargeAD in miniature: linear probing on the synthetic world\n\n" + table)
     bar_chart(summary, root / "results.png")
     print(table)
     return results

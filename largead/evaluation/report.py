@@ -11,27 +11,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from largead.fileio import atomic_write_text
+
 __all__ = ["eval_results", "update_model_card", "write_results"]
 
 TASK_TYPE = "semantic-segmentation"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_results(path: str | os.PathLike, results: Mapping[str, Any]) -> Path:
@@ -47,7 +35,7 @@ def write_results(path: str | os.PathLike, results: Mapping[str, Any]) -> Path:
         return v
 
     path = Path(path)
-    _atomic_write_text(path, json.dumps(clean(results), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(clean(results), indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -128,5 +116,5 @@ def update_model_card(folder: str | os.PathLike, results: Mapping[str, Any], mod
     data.eval_results = keep + new
     if not data.model_name:
         data.model_name = model_name or folder.name
-    _atomic_write_text(path, str(card))
+    atomic_write_text(path, str(card))
     return path

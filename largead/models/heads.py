@@ -25,7 +25,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from largead.fileio import atomic_write_json
 from largead.sparse import Conv3d, VoxelBatch, VoxelGrid
 
 __all__ = ["MODES", "SEGMENTATION_FILE", "SegmentationModel", "check_encoder_matches", "set_bn_momentum"]
@@ -195,7 +195,7 @@ class SegmentationModel(nn.Module):
         export = LargeADEncoder(cfg)
         export.load_state_dict(self.encoder.state_dict(), strict=True)
         export.save_pretrained(folder)
-        _write_json_atomic(folder / SEGMENTATION_FILE, self.segmentation_metadata(**metadata))
+        atomic_write_json(folder / SEGMENTATION_FILE, self.segmentation_metadata(**metadata))
         return folder
 
     @classmethod
@@ -215,14 +215,3 @@ class SegmentationModel(nn.Module):
                    new_head=False)
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
