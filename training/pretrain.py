@@ -55,6 +55,8 @@ class DataSourceConfig:
     ratio: float = 1.0
     input_norm: list[float] | None = None
     superpixels: dict[str, Any] = field(default_factory=dict)
+    calibration_error: float = 0.0  # calibration stress test: miscalibrate camera extrinsics by this fraction when
+    # pairing points with pixels (largead.evaluation.calibration: fraction x 10 deg rotation, x 0.5 m translation)
 
 
 @dataclass
@@ -194,6 +196,16 @@ def _open_datasets(cfg):
     return datasets, labels
 
 
+def pairing_datasets(cfg, datasets: Sequence[Any]) -> list[Any]:
+    """The datasets that pair points with pixels: each source with ``calibration_error > 0`` is wrapped so its
+    camera extrinsics are miscalibrated by that fraction (the calibration stress test; the images, the teacher and
+    the temporal segments are untouched)."""
+    from largead.evaluation.calibration import PerturbedExtrinsics
+
+    return [PerturbedExtrinsics(ds, d.calibration_error, seed=cfg.train.seed) if d.calibration_error else ds
+            for d, ds in zip(cfg.data, datasets)]
+
+
 def _input_norm(cfg, datasets, labels) -> dict[str, list[float]]:
     """Per-dataset ``[mean, std]`` (given, or estimated from evenly spaced frames)."""
     import numpy as np
@@ -258,7 +270,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     sources = [get_source(cfg.superpixels.source, **{**cfg.superpixels.options, **d.superpixels}) for d in cfg.data]
     cache = SegmentCache(cfg.segment_cache or out / "segment_cache")
-    dataset = PretrainDataset(datasets, sources, cfg.pipeline, cache, seed=tc.seed, names=labels)
+    dataset = PretrainDataset(pairing_datasets(cfg, datasets), sources, cfg.pipeline, cache, seed=tc.seed,
+                              names=labels)
     sampler = None
     if len(datasets) > 1:  # the index is grouped by dataset, in config order, as the sampler expects
         sampler = MultiSourceSampler(dataset.sizes(), [d.ratio for d in cfg.data], seed=tc.seed)

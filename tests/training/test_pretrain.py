@@ -136,3 +136,24 @@ def test_unknown_key_and_override_errors_name_the_file():
         pretrain.load_pretrain_config("synthetic-tiny", ["train.stepz=3"])
     with pytest.raises(FileNotFoundError, match="neither a file nor one of training/configs"):
         pretrain.load_pretrain_config("no-such-config")
+
+
+def test_calibration_error_miscalibrates_only_the_pairing_datasets():
+    import pretrain
+
+    from largead.data import get_dataset
+    from largead.data.geometry import rotation_angle
+
+    cfg = pretrain.load_pretrain_config("synthetic-tiny", ["data.0.calibration_error=0.3"])
+    d = cfg.data[0]
+    clean = get_dataset(d.name, d.root, d.split, **d.options)
+    (paired,) = pretrain.pairing_datasets(cfg, [clean])
+    a, b = clean[0], paired[0]
+    np.testing.assert_array_equal(a.points, b.points)
+    for ca, cb in zip(a.cameras, b.cameras):
+        np.testing.assert_array_equal(ca.image, cb.image)
+        delta = cb.lidar_to_camera @ np.linalg.inv(ca.lidar_to_camera)
+        assert np.degrees(rotation_angle(delta[:3, :3])) == pytest.approx(3.0, abs=1e-6)  # 0.3 x 10 degrees
+        assert np.linalg.norm(delta[:3, 3]) == pytest.approx(0.15, abs=1e-6)  # 0.3 x 0.5 m
+    (same,) = pretrain.pairing_datasets(pretrain.load_pretrain_config("synthetic-tiny"), [clean])
+    assert same is clean
