@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from largead.data.frame import CameraView
-from largead.superpixels.sam import _local_only
+from largead.superpixels.sam import load_model_and_processor
 from largead.superpixels.sources import SuperpixelSource, register_source
 
 
@@ -48,18 +48,8 @@ class PanopticSource(SuperpixelSource):
         from transformers import AutoImageProcessor, AutoModelForUniversalSegmentation
 
         self.model_name = str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
-        if isinstance(model, (str, os.PathLike)):
-            local = _local_only(local_files_only)
-            try:
-                model_obj = AutoModelForUniversalSegmentation.from_pretrained(model, local_files_only=local)
-                processor = processor or AutoImageProcessor.from_pretrained(model, local_files_only=local)
-            except OSError as err:
-                raise OSError(f"could not load a panoptic segmenter from {str(model)!r} (local_files_only={local}): "
-                              f"pass a local folder saved with save_pretrained (model and image processor), or "
-                              f"download it once with `huggingface-cli download {model}`. Cause: {err}") from err
-            model = model_obj
-        elif processor is None:
-            raise ValueError("a model instance needs its image processor: pass processor=")
+        model, processor = load_model_and_processor(model, processor, AutoModelForUniversalSegmentation,
+                                                    AutoImageProcessor, local_files_only, "a panoptic segmenter")
         if getattr(model.config, "model_type", "") == "oneformer":
             raise ValueError("OneFormer needs text task inputs and a tokenizer; use a Mask2Former/MaskFormer model")
         if not hasattr(processor, "post_process_panoptic_segmentation"):

@@ -86,6 +86,28 @@ def _local_only(local_files_only: bool | None) -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+def load_model_and_processor(model: Any, processor: Any, model_cls: Any, processor_cls: Any,
+                             local_files_only: bool | None, what: str) -> tuple[Any, Any]:
+    """``(model, processor)`` for a ``transformers`` segmenter given as a Hub id / local folder or as instances.
+
+    A path is loaded with ``model_cls`` / ``processor_cls`` (local files only when offline or asked); a failure is
+    one ``OSError`` saying how to get the weights. An instance needs its processor (``ValueError`` otherwise).
+    """
+    if isinstance(model, (str, os.PathLike)):
+        local = _local_only(local_files_only)
+        try:
+            model_obj = model_cls.from_pretrained(model, local_files_only=local)
+            processor = processor or processor_cls.from_pretrained(model, local_files_only=local)
+        except OSError as err:
+            raise OSError(f"could not load {what} from {str(model)!r} (local_files_only={local}): pass a local folder "
+                          f"saved with save_pretrained (model and processor), or download it once with "
+                          f"`huggingface-cli download {model}`. Cause: {err}") from err
+        return model_obj, processor
+    if processor is None:
+        raise ValueError(f"a {what} model instance needs its processor: pass processor=")
+    return model, processor
+
+
 @register_source("sam")
 class SamSource(SuperpixelSource):
     """SAM automatic masks as superpixels (see the module docstring for the algorithm and the id convention).
@@ -117,18 +139,7 @@ class SamSource(SuperpixelSource):
             raise ValueError(f"points_per_side and points_per_batch must be >= 1, got {points_per_side}, "
                              f"{points_per_batch}")
         self.model_name = model if isinstance(model, (str, os.PathLike)) else type(model).__name__
-        if isinstance(model, (str, os.PathLike)):
-            local = _local_only(local_files_only)
-            try:
-                model_obj = SamModel.from_pretrained(model, local_files_only=local)
-                processor = processor or SamProcessor.from_pretrained(model, local_files_only=local)
-            except OSError as err:
-                raise OSError(f"could not load SAM from {str(model)!r} (local_files_only={local}): pass a local folder "
-                              f"saved with SamModel/SamProcessor.save_pretrained, or download it once with "
-                              f"`huggingface-cli download {model}`. Cause: {err}") from err
-            model = model_obj
-        elif processor is None:
-            raise ValueError("a SamModel instance needs its SamProcessor: pass processor=")
+        model, processor = load_model_and_processor(model, processor, SamModel, SamProcessor, local_files_only, "SAM")
         self.model = model.to(device).eval()
         self.processor = processor
         self.device = torch.device(device)
