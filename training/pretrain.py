@@ -345,13 +345,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if acc.is_main_process:
         unwrapped = acc.unwrap_model(model)
         recipe = {**T.config_to_dict(cfg), "datasets": [d.name for d in cfg.data],
-                  "superpixels": cfg.superpixels.source, "teacher": cfg.teacher.name, "steps_done": step}
+                  "superpixels": _superpixel_kind(cfg.superpixels), "teacher": cfg.teacher.name, "steps_done": step}
         with T.atomic_directory(encoder_dir) as tmp:
             unwrapped.encoder.save_pretrained(tmp)
-            _write_card(tmp, recipe, cfg.zoo_name)
+            _write_card(tmp, recipe, cfg.zoo_name, cfg.name)
     T.finish(acc)
     return {"output_dir": str(out), "encoder_dir": str(encoder_dir), "steps": step, "losses": losses,
             "seconds": seconds}
+
+
+def _superpixel_kind(sp: SuperpixelConfig) -> str:
+    """The superpixels' real origin: a ``precomputed`` source names the kind of PNGs it reads."""
+    return str(sp.options.get("kind", sp.source)) if sp.source == "precomputed" else sp.source
 
 
 def _checksum(model) -> float:
@@ -362,16 +367,12 @@ def _checksum(model) -> float:
         return float(sum(p.detach().double().abs().sum() for p in model.parameters()))
 
 
-def _write_card(folder: Path, recipe: dict[str, Any], zoo_name: str | None) -> None:
-    """README.md model card via ``largead.cards.write_card`` (minimal card if that module is missing)."""
-    try:
-        from largead.cards import write_card
-    except ImportError:
-        (folder / "README.md").write_text("---\nlibrary_name: largead\ntags: [lidar, largead]\n---\n\n"
-                                          "# LargeAD-pretrained encoder\n\n(minimal card: largead.cards is missing)\n"
-                                          f"```json\n{json.dumps(recipe, indent=2)}\n```\n")
-        return
-    write_card(folder, recipe, name=zoo_name)
+def _write_card(folder: Path, recipe: dict[str, Any], zoo_name: str | None, run_name: str) -> None:
+    """README.md model card (``largead.cards.write_card``): the zoo entry's card when the config names one, else a
+    card for ``your-org/largead-<config name>`` (rename the org when pushing)."""
+    from largead.cards import write_card
+
+    write_card(folder, recipe, name=zoo_name, repo_id=None if zoo_name else f"your-org/largead-{run_name}")
 
 
 if __name__ == "__main__":
