@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from largead.fileio import atomic_path
+from largead.fileio import atomic_path, atomic_write_text
 
 __all__ = ["FULL", "QUICK", "DemoPlan", "DemoResult", "SourceCheckoutError", "find_query_point", "load_training_script",
            "run_demo", "save_pictures", "training_dir"]
@@ -194,13 +194,6 @@ def _version() -> str:
 # ------------------------------------------------------------------------------------------------------- helpers
 
 
-def _flow(value: Any) -> str:
-    """A value as one-line YAML (for ``key=value`` overrides and ``--option``)."""
-    import yaml
-
-    return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip().removesuffix("...").strip()
-
-
 class _Clock:
     """Wall time of each named step."""
 
@@ -242,8 +235,6 @@ def _write_card_section(folder: Path, rows: list[tuple[str, float]], setting: st
     ``folder/README.md``'s text, after the ``setting`` sentence; ``note`` follows the table."""
     from huggingface_hub import ModelCard
 
-    from largead.cards import atomic_write_text
-
     path = folder / "README.md"
     card = ModelCard.load(path)
     text = card.text.split(CARD_SECTION)[0].rstrip()
@@ -267,7 +258,7 @@ def run_demo(output_dir: Path | str = Path("outputs/demo"), quick: bool = False,
     ``plan`` overrides both. Returns a :class:`DemoResult` (also written to ``output_dir/demo_results.json``;
     the summary to ``output_dir/summary.txt``). Raises :class:`SourceCheckoutError` outside a source checkout.
     """
-    from largead.trainer import ConfigMismatchError, load_yaml, write_json_atomic
+    from largead.trainer import ConfigMismatchError, format_override, load_yaml, write_json_atomic
 
     plan = plan or (QUICK if quick else FULL)
     folder = training_dir()
@@ -289,7 +280,7 @@ def run_demo(output_dir: Path | str = Path("outputs/demo"), quick: bool = False,
     cfg = pretrain.load_pretrain_config(str(config_path), plan.pretrain_overrides)
     sp_root = out / "superpixels"
     log(f"\n[1/4] superpixels: scripts/generate_superpixels.py --source {cfg.superpixels.source} "
-        f"{_flow(cfg.superpixels.options)} on the camera images of the pretraining data -> {sp_root}")
+        f"{format_override(cfg.superpixels.options)} on the camera images of the pretraining data -> {sp_root}")
     tags = set()
     for d in cfg.data:
         options = {**cfg.superpixels.options, **d.superpixels}
@@ -343,12 +334,12 @@ def run_demo(output_dir: Path | str = Path("outputs/demo"), quick: bool = False,
         ft_args = finetune.parse_args([
             "--config", "linear-probe-synthetic", "--output_dir", str(out / f"probe-{name}"),
             "--pretrained", pretrained, "--mode", "linear_probe", "--dataset", data0.name,
-            f"data.options={_flow(train_options)}", f"epochs={plan.probe_epochs}",
+            f"data.options={format_override(train_options)}", f"epochs={plan.probe_epochs}",
             f"batch_size={plan.probe_batch_size}", "checkpointing_steps=1000000", *plan.probe_overrides])
         model_dir = finetune.main(ft_args)
         ev_argv = ["--model", str(model_dir), "--dataset", data0.name, "--split", "val"]
         for k, v in val_options.items():
-            ev_argv += ["--option", f"{k}={_flow(v)}"]
+            ev_argv += ["--option", f"{k}={format_override(v)}"]
         results[name] = evaluate.main(evaluate.parse_args(ev_argv))
         mious[name] = float(results[name]["miou"])
         log(f"{name:10s} encoder: mIoU {100 * mious[name]:.2f}% on {results[name]['num_frames']} val frames")
@@ -356,7 +347,7 @@ def run_demo(output_dir: Path | str = Path("outputs/demo"), quick: bool = False,
 
     update_model_card(checkpoint, {**results["pretrained"], "dataset_name": "largead synthetic world"})
     setting = (f"Pretrained by `largead demo` ({run['steps']} steps of `training/configs/{config_path.name}`) with "
-               f"{cfg.superpixels.source} {_flow(cfg.superpixels.options)} superpixels written by "
+               f"{cfg.superpixels.source} {format_override(cfg.superpixels.options)} superpixels written by "
                f"`scripts/generate_superpixels.py` and read back as PNGs. Linear probing (frozen encoder, new 1x1 "
                f"classifier; `training/finetune.py --mode linear_probe`) on {plan.probe_train_sequences} labelled "
                f"training sequence(s) of the same world and LiDAR, {plan.probe_epochs} epoch(s); per-point mIoU on "
@@ -453,8 +444,6 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _write_yaml(path: Path, data: dict[str, Any], comment: str) -> None:
     import yaml
-
-    from largead.cards import atomic_write_text
 
     atomic_write_text(path, f"# {comment}\n" + yaml.safe_dump(data, sort_keys=False))
 

@@ -5,7 +5,9 @@ Everything a diffusers-style training script needs beyond the model and the loss
 Configuration
     :func:`load_config` reads a YAML file (optionally inheriting from ``base: other.yaml``), applies ``key=value``
     overrides (dotted keys, values parsed as YAML) and builds a typed dataclass; unknown or missing keys and wrong
-    types raise :class:`ConfigError` naming the key and the file. :func:`config_to_dict` goes back.
+    types raise :class:`ConfigError` naming the key and the file. :func:`config_to_dict` goes back,
+    :func:`format_override` writes a value for a ``key=value`` override. :func:`resolve_config_path` finds a config
+    by path or by name in a folder.
 
 Accelerator and checkpoints
     :func:`make_accelerator` builds an :class:`accelerate.Accelerator` with a :class:`ProjectConfiguration` rooted at
@@ -233,6 +235,14 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
     return out
 
 
+def format_override(value: Any) -> str:
+    """``value`` as one-line YAML, the inverse of :func:`parse_overrides`' value parsing: ``f"{key}={...}"`` reads
+    back as ``value`` (unlike ``json.dumps``, whose ``1e-05`` YAML reads as a string)."""
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip().removesuffix("...").strip()
+
+
 def _merge_value(old: Any, new: Any) -> Any:
     if isinstance(new, dict) and isinstance(old, dict):
         return _deep_merge(old, new)
@@ -277,6 +287,22 @@ def load_yaml(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str
             raise ConfigError(f"{path}: key 'base' must be a file name, got {base!r}")
         data = _deep_merge(load_yaml(path.parent / base, _seen + (path,)), data)
     return data
+
+
+def resolve_config_path(name: str, config_dir: str | os.PathLike, prefixes: Sequence[str] = ()) -> Path:
+    """``name`` as a YAML path, or the name of a config in ``config_dir`` (with or without ``.yaml``).
+
+    Otherwise ``FileNotFoundError`` listing up to 12 configs of ``config_dir`` (names starting with ``_`` never;
+    only those starting with one of ``prefixes`` when given).
+    """
+    folder = Path(config_dir)
+    for cand in (Path(name), folder / name, folder / f"{name}.yaml"):
+        if cand.is_file():
+            return cand
+    known = sorted(c.stem for c in folder.glob("*.yaml")
+                   if not c.stem.startswith("_") and (not prefixes or c.stem.startswith(tuple(prefixes))))
+    raise FileNotFoundError(f"config {name!r} is neither a file nor one of {folder.parent.name}/{folder.name}: "
+                            f"{', '.join(known[:12])}{' ...' if len(known) > 12 else ''}")
 
 
 def load_config(cls: type[T], path: str | os.PathLike, overrides: Iterable[str] = ()) -> T:
@@ -636,6 +662,7 @@ __all__ = [
     "config_to_dict",
     "epoch_batches",
     "finish",
+    "format_override",
     "from_dict",
     "list_checkpoints",
     "load_config",
@@ -644,6 +671,7 @@ __all__ = [
     "make_dataloader",
     "parse_overrides",
     "progress_bar",
+    "resolve_config_path",
     "resume",
     "resume_position",
     "sample_rng",

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from largead.fileio import atomic_path, atomic_write_text
+from largead.trainer import format_override
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -88,10 +89,6 @@ SMOKE = Budget(
     teacher={"steps": 20, "batch_size": 4})
 
 
-def _yaml(obj: Any) -> str:
-    return json.dumps(obj)  # JSON is valid YAML: override values stay exact
-
-
 def _sensor_a(b: Budget, seed: int = 0) -> dict[str, Any]:
     return {"seed": seed, **b.world}
 
@@ -131,7 +128,7 @@ def probe_args(b: Budget, pretrained: str | None, seed: int, out: Path) -> list[
     probe_world = {**_sensor_a(b), "num_cameras": 1, "image_size": [8, 8]}  # cameras are not used by the probe
     return ["--config", "linear-probe-synthetic", "--output_dir", str(out),
             "--pretrained", pretrained or "none", "--seed", str(seed),
-            f"data.options={_yaml(probe_world)}", f"model.backbone={b.backbone}",
+            f"data.options={format_override(probe_world)}", f"model.backbone={b.backbone}",
             f"batch_size={b.probe_batch}", "epochs=1000", f"max_steps={b.probe_steps}",
             f"optim.lr={b.probe_lr}", "optim.scale_lr=false", f"checkpointing_steps={b.probe_steps}"]
 
@@ -140,7 +137,7 @@ def eval_args(b: Budget, model_dir: Path, out: Path) -> list[str]:
     probe_world = {**_sensor_a(b), "num_cameras": 1, "image_size": [8, 8], "num_sequences": b.val_sequences}
     args = ["--model", str(model_dir), "--split", "val", "--no_card", "--output", str(out)]
     for k, v in probe_world.items():
-        args += ["--option", f"{k}={_yaml(v)}"]
+        args += ["--option", f"{k}={format_override(v)}"]
     return args
 
 
@@ -156,8 +153,7 @@ def run_one(name: str, seed: int, b: Budget, root: Path) -> dict[str, Any]:
         import yaml
 
         cfg_path = run / "pretrain-config.yaml"
-        cfg_path.parent.mkdir(parents=True, exist_ok=True)
-        cfg_path.write_text(yaml.safe_dump(pretrain_config(variant, b, seed), sort_keys=False))
+        atomic_write_text(cfg_path, yaml.safe_dump(pretrain_config(variant, b, seed), sort_keys=False))
         res = pretrain.main(pretrain.parse_args(["--config", str(cfg_path), "--output_dir", str(run / "pretrain")]))
         encoder = res["encoder_dir"]
     t1 = time.time()

@@ -63,6 +63,30 @@ def test_bad_override_syntax():
         T.parse_overrides(["optim.lr"])
 
 
+@pytest.mark.parametrize("value", [1e-05, 0.2, 3, True, None, "a b", [48, 80], {"seed": 0, "lr": 2.5e-4,
+                                                                             "size": [8, 8], "name": "x"}])
+def test_format_override_reads_back(value):
+    text = T.format_override(value)
+    assert "\n" not in text
+    assert T.parse_overrides([f"k={text}"]) == {"k": value}
+
+
+def test_resolve_config_path(tmp_path):
+    folder = tmp_path / "training" / "configs"
+    folder.mkdir(parents=True)
+    for stem in ("finetune-a", "linear-probe-b", "other", "_base"):
+        (folder / f"{stem}.yaml").write_text("x: 1\n")
+    elsewhere = _write(tmp_path / "mine.yaml", "x: 2\n")
+    assert T.resolve_config_path(str(elsewhere), folder) == elsewhere
+    assert T.resolve_config_path("other", folder) == folder / "other.yaml"
+    assert T.resolve_config_path("other.yaml", folder) == folder / "other.yaml"
+    with pytest.raises(FileNotFoundError, match=r"neither a file nor one of training/configs: finetune-a, "
+                                                r"linear-probe-b, other$"):
+        T.resolve_config_path("nope", folder)
+    with pytest.raises(FileNotFoundError, match=r"training/configs: finetune-a, linear-probe-b$"):
+        T.resolve_config_path("nope", folder, prefixes=("finetune-", "linear-probe-"))
+
+
 def test_run_config_guard(tmp_path):
     T.check_run_config(tmp_path, {"a": {"b": 1, "c": 2}, "d": 3})
     T.check_run_config(tmp_path, {"a": {"b": 1, "c": 2}, "d": 3})  # identical: fine

@@ -212,11 +212,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def resolve_config_path(name: str) -> Path:
     """A YAML path, or the name of a config in ``training/configs`` (with or without ``.yaml``)."""
-    for cand in (Path(name), CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
-        if cand.is_file():
-            return cand
-    known = sorted(c.stem for c in CONFIG_DIR.glob("*.yaml") if c.stem.startswith(("finetune-", "linear-probe-")))
-    raise FileNotFoundError(f"config {name!r} is neither a file nor one of training/configs: {', '.join(known)}")
+    return trainer.resolve_config_path(name, CONFIG_DIR, prefixes=("finetune-", "linear-probe-"))
 
 
 def load_run_config(args: argparse.Namespace) -> FinetuneConfig:
@@ -306,8 +302,7 @@ def main(args: argparse.Namespace) -> Path:
             acc.unwrap_model(model).save_pretrained(
                 tmp, dataset=cfg.data.name, input_norm_key=norm_key, label_fraction=cfg.data.label_fraction,
                 pretrained=cfg.model.pretrained, steps=step)
-    acc.wait_for_everyone()
-    acc.end_training()
+    trainer.finish(acc)
     return final
 
 

@@ -131,15 +131,9 @@ class PretrainConfig:
 
 def resolve_config_path(name: str) -> Path:
     """A path, or the name of a config in ``training/configs`` (with or without ``.yaml``)."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    for cand in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
-        if cand.is_file():
-            return cand
-    known = sorted(c.stem for c in CONFIG_DIR.glob("*.yaml") if not c.stem.startswith("_"))
-    raise FileNotFoundError(f"config {name!r} is neither a file nor one of training/configs: "
-                            f"{', '.join(known[:12])}{' ...' if len(known) > 12 else ''}")
+    from largead.trainer import resolve_config_path as resolve
+
+    return resolve(name, CONFIG_DIR)
 
 
 def load_pretrain_config(name: str, overrides: Sequence[str] = ()):
@@ -224,12 +218,6 @@ def _input_norm(cfg, datasets, labels) -> dict[str, list[float]]:
     return norm
 
 
-def _collate(samples, grid, feature_mode, input_norm, labels):
-    from largead.pretrain.data import collate_pretrain
-
-    return collate_pretrain(samples, grid, feature_mode, input_norm, labels)
-
-
 # --------------------------------------------------------------------------------------------------------- main
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run (or resume) pretraining; returns ``{"output_dir", "encoder_dir", "steps", "losses", "seconds"}``
@@ -239,7 +227,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     from largead import LargeADConfig, LargeADEncoder
     from largead import trainer as T
-    from largead.pretrain.data import PretrainDataset
+    from largead.pretrain.data import PretrainDataset, collate_pretrain
     from largead.pretrain.model import PretrainModel
     from largead.pretrain.multisource import MultiSourceSampler
     from largead.pretrain.temporal import SegmentCache
@@ -275,8 +263,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     sampler = None
     if len(datasets) > 1:  # the index is grouped by dataset, in config order, as the sampler expects
         sampler = MultiSourceSampler(dataset.sizes(), [d.ratio for d in cfg.data], seed=tc.seed)
-    collate = functools.partial(_collate, grid=encoder.grid, feature_mode=mc.feature_mode, input_norm=input_norm,
-                                labels=labels)
+    collate = functools.partial(collate_pretrain, grid=encoder.grid, feature_mode=mc.feature_mode,
+                                input_norm=input_norm, datasets=labels)
     loader = T.make_dataloader(dataset, tc.batch_size, collate, seed=tc.seed, num_workers=tc.num_workers,
                                sampler=sampler)
     global_batch = tc.batch_size * acc.num_processes * tc.grad_accum
