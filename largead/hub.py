@@ -82,10 +82,12 @@ def validate_folder(folder: str | Path, forward: bool = True) -> ValidationRepor
     report.num_parameters = sum(p.numel() for p in encoder.parameters())
     if forward:
         encoder.eval()
+        probe = probe_scan()
         with torch.no_grad():
-            feats = encoder.embed(probe_scan())
-        if feats.ndim != 2 or feats.shape[0] != 4000:
-            report.problems.append(f"{folder}: forward pass returned shape {tuple(feats.shape)}, expected (4000, D)")
+            feats = encoder.embed(probe)
+        if feats.ndim != 2 or feats.shape[0] != len(probe):
+            report.problems.append(f"{folder}: forward pass returned shape {tuple(feats.shape)}, "
+                                   f"expected ({len(probe)}, D)")
         elif not torch.isfinite(feats).all():
             report.problems.append(f"{folder}: forward pass produced non-finite features")
         else:

@@ -172,11 +172,14 @@ def list_models(filter: str | None = None) -> list[str]:  # noqa: A002 - mirrors
     return names
 
 
-def _canonical(name: str) -> str:
+def _strip_hub_prefix(name: str) -> str:
+    """``name`` without surrounding blanks and a leading ``hf-hub:`` (timm's spelling of Hub ids)."""
     name = name.strip()
-    if name.startswith("hf-hub:"):
-        name = name[len("hf-hub:"):]
-    name = name.split("@", 1)[0]
+    return name[len("hf-hub:"):] if name.startswith("hf-hub:") else name
+
+
+def _canonical(name: str) -> str:
+    name = _strip_hub_prefix(name).split("@", 1)[0]
     if "/" not in name:
         name = f"{ORG}/{name}"
     return _ALIASES.get(name, name)
@@ -214,10 +217,7 @@ def resolve(name: str) -> tuple[str, str | None]:
     without a slash must be a zoo entry (else :class:`UnknownModelError` with the closest names); ``org/name`` is passed
     through so newly published repos load without a registry change.
     """
-    raw = name.strip()
-    if raw.startswith("hf-hub:"):
-        raw = raw[len("hf-hub:"):]
-    m = _REVISION.match(raw)
+    m = _REVISION.match(_strip_hub_prefix(name))
     if not m:
         raise ValueError(f"cannot parse model name {name!r}; expected org/name[@revision]")
     repo, rev = m.group("id"), m.group("rev")

@@ -35,6 +35,7 @@ from largead.sparse import (
     VoxelGrid,
     batch_voxelize,
     feature_channels,
+    point_features,
 )
 
 CONFIG_NAME = "config.json"
@@ -300,9 +301,9 @@ class LargeADEncoder(
                              f"got shape {tuple(points.shape)}")
         if not bool(torch.isfinite(points[:, :need]).all()):
             raise ValueError(f"scan {index}: non-finite coordinates or intensity")
+        feats = point_features(points, mode)
         if mode == "ones":
-            return torch.ones(points.shape[0], 1, dtype=torch.float32, device=points.device)
-        feats = points[:, :4].to(torch.float32) if mode == "xyz_intensity" else points[:, 3:4].to(torch.float32)
+            return feats
         if dataset is not None and self.config.input_norm:
             if dataset not in self.config.input_norm:
                 raise KeyError(f"no input normalisation for dataset {dataset!r}; this model knows "

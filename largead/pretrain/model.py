@@ -22,7 +22,7 @@ from largead.pretrain.objectives import (
     l_cdp,
     l_p2s,
     l_tmp,
-    l_vfm,
+    prototype_nce,
     superpixel_prototypes,
     total_loss,
 )
@@ -72,10 +72,11 @@ class PretrainModel(torch.nn.Module):
         pix = img.permute(0, 2, 3, 1).reshape(-1, img.shape[1])
         pair_feats = vox[batch.pair_voxel]
         terms: dict[str, torch.Tensor] = {}
-        if w.vfm:
-            terms["vfm"] = l_vfm(pair_feats, batch.pair_superpixel, pix, batch.pixel_superpixel, cfg.tau)
-        if w.cdp:
+        if w.vfm or w.cdp:  # pooled once for both terms
             k, q, kept = superpixel_prototypes(pair_feats, batch.pair_superpixel, pix, batch.pixel_superpixel)
+        if w.vfm:
+            terms["vfm"] = prototype_nce(k, q, cfg.tau)
+        if w.cdp:
             hw = img.shape[2] * img.shape[3]
             image_of_pixel = torch.arange(img.shape[0], device=pix.device).repeat_interleave(hw)
             valid = batch.pixel_superpixel >= 0

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from largead.superpixels.superpoints import segment_mean  # re-exported: one pooling for 2D and 3D
+
 
 @dataclass
 class LossWeights:
@@ -49,25 +51,6 @@ class LossWeights:
 def _check_ids(feats: torch.Tensor, ids: torch.Tensor, what: str) -> None:
     if feats.ndim != 2 or ids.ndim != 1 or feats.shape[0] != ids.shape[0]:
         raise ValueError(f"{what}: features must be (N, D) and ids (N,), got {tuple(feats.shape)} and {tuple(ids.shape)}")
-
-
-def segment_mean(feats: torch.Tensor, ids: torch.Tensor, num_segments: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean feature per segment: ``(means (S, D), counts (S,))`` with ``S = num_segments or ids.max() + 1``.
-
-    Rows with id ``-1`` are ignored; empty segments get a zero mean and count 0 (divide by ``count`` clamped to 1, so
-    no ``1e-6`` bias). Not re-normalised.
-    """
-    _check_ids(feats, ids, "segment_mean")
-    ids = ids.to(torch.int64)
-    if num_segments is None:
-        num_segments = int(ids.max().item()) + 1 if ids.numel() else 0
-    keep = ids >= 0
-    f, i = feats[keep], ids[keep]
-    if i.numel() and int(i.max()) >= num_segments:
-        raise ValueError(f"segment id {int(i.max())} >= num_segments {num_segments}")
-    sums = feats.new_zeros(num_segments, feats.shape[1]).index_add_(0, i, f)
-    counts = torch.bincount(i, minlength=num_segments)
-    return sums / counts.clamp(min=1).unsqueeze(1).to(sums.dtype), counts
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float = 0.07) -> torch.Tensor:
@@ -109,8 +92,15 @@ def l_vfm(point_feats: torch.Tensor, point_superpixel: torch.Tensor, pixel_feats
     superpixels with no paired point (or no pixel) are dropped; loss = CE(k q^T / tau, diagonal).
     """
     k, q, _ = superpixel_prototypes(point_feats, point_superpixel, pixel_feats, pixel_superpixel)
+    return prototype_nce(k, q, tau)
+
+
+def prototype_nce(k: torch.Tensor, q: torch.Tensor, tau: float = 0.07) -> torch.Tensor:
+    """:func:`l_vfm` from prototypes already pooled by :func:`superpixel_prototypes` (so a caller that also needs
+    them, e.g. for :func:`l_cdp`, pools once): ``info_nce(k, q, tau)``, or a zero loss with a graph when fewer than
+    two superpixels are kept."""
     if k.shape[0] < 2:
-        return _zero(point_feats, pixel_feats)
+        return _zero(k, q)
     return info_nce(k, q, tau)
 
 
@@ -209,4 +199,5 @@ def total_loss(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Te
                torch.zeros((), device=next(iter(terms.values())).device))
 
 
-__all__ = ["LossWeights", "info_nce", "l_cdp", "l_p2s", "l_tmp", "l_vfm", "segment_mean", "superpixel_prototypes", "total_loss"]
+__all__ = ["LossWeights", "info_nce", "l_cdp", "l_p2s", "l_tmp", "l_vfm", "prototype_nce", "segment_mean",
+           "superpixel_prototypes", "total_loss"]

@@ -96,15 +96,12 @@ def unique_rows(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
         packed = torch.zeros(n, dtype=torch.int64, device=keys.device)
         for d in range(keys.shape[1]):  # loop over the (<= 4) axes, not over points
             packed = packed * int(ext[d]) + shifted[:, d]
-        uniq_packed, inverse = torch.unique(packed, sorted=True, return_inverse=True)
-        m = uniq_packed.numel()
-        first = torch.full((m,), n, dtype=torch.int64, device=keys.device)
-        first.scatter_reduce_(0, inverse, torch.arange(n, device=keys.device), reduce="amin")
-        return keys[first], inverse, first
-    uniq, inverse = torch.unique(keys, dim=0, sorted=True, return_inverse=True)
+        uniq, inverse = torch.unique(packed, sorted=True, return_inverse=True)
+    else:
+        uniq, inverse = torch.unique(keys, dim=0, sorted=True, return_inverse=True)
     first = torch.full((uniq.shape[0],), n, dtype=torch.int64, device=keys.device)
     first.scatter_reduce_(0, inverse, torch.arange(n, device=keys.device), reduce="amin")
-    return uniq, inverse, first
+    return keys[first], inverse, first
 
 
 def point_features(points: torch.Tensor, mode: str = "intensity") -> torch.Tensor:

@@ -121,6 +121,29 @@ def pixel_segment_ids(superpixels: SuperpixelMaps, stride: int | None = None) ->
     return flat + torch.repeat_interleave(offsets[:-1], sizes)
 
 
+def segment_mean(
+    feats: torch.Tensor, ids: torch.Tensor, num_segments: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean feature per segment: ``(means (S, D), counts (S,))`` with ``S = num_segments or ids.max() + 1``.
+
+    Rows with id ``-1`` are ignored; empty segments get a zero mean and count 0 (divide by ``count`` clamped to 1, so
+    no ``1e-6`` bias). Not re-normalised.
+    """
+    if feats.ndim != 2 or ids.ndim != 1 or feats.shape[0] != ids.shape[0]:
+        raise ValueError(f"segment_mean: features must be (N, D) and ids (N,), got {tuple(feats.shape)} and "
+                         f"{tuple(ids.shape)}")
+    ids = ids.to(torch.int64)
+    if num_segments is None:
+        num_segments = int(ids.max().item()) + 1 if ids.numel() else 0
+    keep = ids >= 0
+    f, i = feats[keep], ids[keep]
+    if i.numel() and int(i.max()) >= num_segments:
+        raise ValueError(f"segment id {int(i.max())} >= num_segments {num_segments}")
+    sums = feats.new_zeros(num_segments, feats.shape[1]).index_add_(0, i, f)
+    counts = torch.bincount(i, minlength=num_segments)
+    return sums / counts.clamp(min=1).unsqueeze(1).to(sums.dtype), counts
+
+
 def pool_by_segment(
     feats: torch.Tensor, seg: torch.Tensor, num_segments: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -145,11 +168,9 @@ def pool_by_segment(
         num_segments = top
     elif top > num_segments:
         raise ValueError(f"seg has id {top - 1} but num_segments is {num_segments}")
-    counts = torch.bincount(seg, minlength=num_segments)
-    sums = feats.new_zeros((num_segments, feats.shape[1])).index_add_(0, seg, feats)
+    means, counts = segment_mean(feats, seg, num_segments)
     kept = torch.nonzero(counts > 0).flatten()
-    counts = counts[kept]
-    return sums[kept] / counts.unsqueeze(1).to(feats.dtype), counts, kept
+    return means[kept], counts[kept], kept
 
 
 def pool_voxels_by_segment(

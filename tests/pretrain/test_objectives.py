@@ -8,7 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from largead.pretrain.objectives import LossWeights, l_cdp, l_p2s, l_tmp, l_vfm, segment_mean, total_loss
+from largead.pretrain.objectives import (
+    LossWeights,
+    l_cdp,
+    l_p2s,
+    l_tmp,
+    l_vfm,
+    prototype_nce,
+    segment_mean,
+    superpixel_prototypes,
+    total_loss,
+)
 
 
 def t(*rows):
@@ -49,6 +59,22 @@ def test_l_vfm_matches_naive_loop():
     logits = k @ q.t() / 0.07
     naive = -torch.stack([logits[i].log_softmax(0)[i] for i in range(len(ks))]).mean()
     assert l_vfm(pts, pid, pix, xid).item() == pytest.approx(naive.item(), rel=1e-10)
+
+
+def test_prototype_nce_on_pooled_prototypes_is_l_vfm():
+    # the same hand-computed case as test_l_vfm_hand_computed, pooled once by the caller
+    pts, pid = t([1, 0], [0, 1], [0, 1]), ids(0, 0, 1)
+    pix, xid = t([1, 0], [1, 0], [0, 1], [1, 0], [0, -1]), ids(0, 0, 1, 1, 2)
+    k, q, kept = superpixel_prototypes(pts, pid, pix, xid)
+    assert kept.tolist() == [0, 1]
+    expected = (math.log(2) + math.log(1 + math.e) - 1) / 2
+    assert prototype_nce(k, q, tau=0.5).item() == pytest.approx(expected, rel=1e-12)
+    # a single kept superpixel: zero loss that still reaches the inputs (gradient 0, not None)
+    pts1 = t([1, 0]).requires_grad_()
+    k1, q1, _ = superpixel_prototypes(pts1, ids(0), t([0, 1]), ids(0))
+    loss = prototype_nce(k1, q1)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(pts1.grad, torch.zeros(1, 2, dtype=torch.float64))
 
 
 def test_l_tmp_hand_computed():
