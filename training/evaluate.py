@@ -89,24 +89,29 @@ def _corruption_list(spec: str) -> list[str]:
 
 @torch.no_grad()
 def confusion_on_frames(model: Any, dataset: Any, indices: np.ndarray, norm_key: str | None, batch_size: int = 1,
-                        transform: Any = None, device: torch.device | str = "cpu") -> ConfusionMatrix:
-    """Per-point confusion matrix of ``model`` (a SegmentationModel in eval mode) over ``dataset[indices]``.
+                        transforms: Sequence[Any] = (None,),
+                        device: torch.device | str = "cpu") -> list[ConfusionMatrix]:
+    """Per-point confusion matrices of ``model`` (a SegmentationModel in eval mode) over ``dataset[indices]``, one per
+    entry of ``transforms``.
 
-    ``norm_key`` selects the encoder's input normalisation; ``transform(frame, index) -> frame`` is applied first
-    (corruptions). Frames without labels raise.
+    ``norm_key`` selects the encoder's input normalisation; each ``transform(frame, index) -> frame`` (or ``None``
+    for the clean frame) is applied to every frame. Each frame is read once and run through every variant, so a
+    robustness pass (clean + 8 corruptions x 3 severities) reads the data once, not 25 times. Frames without labels
+    raise.
     """
-    cm = ConfusionMatrix(model.num_classes, class_names=model.class_names)
+    cms = [ConfusionMatrix(model.num_classes, class_names=model.class_names) for _ in transforms]
     for start in range(0, len(indices), batch_size):
-        frames = []
-        for i in indices[start:start + batch_size]:  # loop over the frames of one batch
-            f = dataset[int(i)]
+        chunk = [int(i) for i in indices[start:start + batch_size]]
+        frames = [dataset[i] for i in chunk]
+        for i, f in zip(chunk, frames):
             if f.labels is None:
-                raise ValueError(f"{dataset.name}: frame {int(i)} ({f.token}) has no labels to evaluate against")
-            frames.append(f if transform is None else transform(f, int(i)))
-        batch = model.encoder.voxelize([f.points[:, :4] for f in frames], dataset=norm_key).to(device)
-        pred = model.point_logits(batch).argmax(dim=1)
-        cm.update(pred, torch.from_numpy(np.concatenate([f.labels for f in frames])).to(pred.device))
-    return cm
+                raise ValueError(f"{dataset.name}: frame {i} ({f.token}) has no labels to evaluate against")
+        for cm, transform in zip(cms, transforms):
+            variant = frames if transform is None else [transform(f, i) for i, f in zip(chunk, frames)]
+            batch = model.encoder.voxelize([f.points[:, :4] for f in variant], dataset=norm_key).to(device)
+            pred = model.point_logits(batch).argmax(dim=1)
+            cm.update(pred, torch.from_numpy(np.concatenate([f.labels for f in variant])).to(pred.device))
+    return cms
 
 
 def _load_baseline(spec: str | None, dataset: str) -> tuple[dict | None, str | None]:
@@ -161,11 +166,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     # the input normalisation the model was trained with, when evaluated on its own dataset
     norm_key = (meta.get("input_norm_key") or dataset_name) if dataset_name == meta.get("dataset") else dataset_name
 
-    def run(transform: Any = None) -> dict[str, Any]:
-        cm = confusion_on_frames(model, dataset, indices, norm_key, args.batch_size, transform, acc.device)
-        return cm.reduce(acc).compute()
+    variants: list[tuple[str, str] | None] = [None]
+    if corruptions:
+        from largead.data.corruptions import corrupt
+        from largead.evaluation.robustness import SEVERITIES, robustness_summary
 
-    clean = run()
+        variants += [(c, s) for c in corruptions for s in SEVERITIES]
+    transforms = [None if v is None else
+                  (lambda f, i, c=v[0], s=v[1]: corrupt(f, c, s, seed=args.corruption_seed + i)) for v in variants]
+    cms = confusion_on_frames(model, dataset, indices, norm_key, args.batch_size, transforms, acc.device)
+    scores = [cm.reduce(acc).compute() for cm in cms]
+
+    clean = scores[0]
     results: dict[str, Any] = {
         "model": str(folder), "dataset": dataset_name, "split": args.split, "num_frames": n,
         "mode": meta.get("mode"), "label_fraction": meta.get("label_fraction"),
@@ -173,15 +185,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "confusion_matrix": clean["confusion_matrix"],
     }
     if corruptions:
-        from largead.data.corruptions import corrupt
-        from largead.evaluation.robustness import SEVERITIES, robustness_summary
-
-        table: dict[str, dict[str, float]] = {}
-        for c in corruptions:  # 8 corruptions x 3 severities, each a pass over the frames
-            table[c] = {}
-            for s in SEVERITIES:
-                tr = (lambda f, i, c=c, s=s: corrupt(f, c, s, seed=args.corruption_seed + i))
-                table[c][s] = run(tr)["miou"]
+        table: dict[str, dict[str, float]] = {c: {} for c in corruptions}
+        for (c, s), score in zip(variants[1:], scores[1:]):
+            table[c][s] = score["miou"]
         baseline, baseline_name = _load_baseline(args.baseline, dataset_name)
         summary = robustness_summary(table, clean["miou"], baseline)
         results["corruption_miou"] = table

@@ -114,3 +114,23 @@ def test_two_processes_equal_one(model_dir: Path, tmp_path: Path) -> None:
     two = json.loads((tmp_path / "two.json").read_text())
     assert two["confusion_matrix"] == one["confusion_matrix"]
     assert two["miou"] == one["miou"] and two["num_points"] == one["num_points"]
+
+
+def test_one_read_per_frame_gives_the_same_numbers_as_separate_passes(model_dir: Path, tmp_path: Path) -> None:
+    """Clean and corrupted variants share one read of each frame; every variant's mIoU equals its own pass."""
+    from largead.data.corruptions import corrupt
+    from largead.data.registry import get_dataset
+
+    res = evaluate.main(evaluate.parse_args([
+        "--model", str(model_dir), "--max_frames", "2", "--corruptions", "beam_missing,fog", "--no_card",
+        "--output", str(tmp_path / "r.json"), *OPT_ARGS]))
+    model = SegmentationModel.from_pretrained(model_dir).eval()
+    dataset = get_dataset("synthetic", None, "val", **OPTS)
+    idx = np.arange(2)
+    (clean,) = evaluate.confusion_on_frames(model, dataset, idx, "synthetic")
+    assert res["miou"] == pytest.approx(clean.compute()["miou"], abs=1e-12)
+    for c in ("beam_missing", "fog"):
+        for s in ("light", "heavy"):
+            (cm,) = evaluate.confusion_on_frames(model, dataset, idx, "synthetic",
+                                                 transforms=[lambda f, i, c=c, s=s: corrupt(f, c, s, seed=i)])
+            assert res["corruption_miou"][c][s] == pytest.approx(cm.compute()["miou"], abs=1e-12)
