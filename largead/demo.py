@@ -148,10 +148,12 @@ def _check_checkout(folder: Path) -> None:
     missing = [p for p in _required(folder) if not p.exists()]
     if missing:
         names = ", ".join(str(p.relative_to(folder.parent)) for p in missing)
+        from largead.models.encoder import REPO_URL
+
         raise SourceCheckoutError(
             f"`largead demo` needs a source checkout of largead: it runs the scripts of the repository's training/ "
             f"and scripts/ folders, which the installed package does not ship (missing under {folder.parent}: "
-            f"{names}). Get the repository (git clone <largead repository URL>), then inside it run `make demo` "
+            f"{names}). Get the repository (git clone {REPO_URL}), then inside it run `make demo` "
             "(or `pip install -e .` followed by `largead demo`).")
 
 
