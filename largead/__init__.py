@@ -13,18 +13,22 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
+PAPER_URL = "https://arxiv.org/abs/2501.04005"  # LargeAD (Kong et al., 2025)
+REPO_URL = "https://github.com/largead/largead"  # this project, shown in pushed model cards
+DOCS_URL = f"{REPO_URL}#readme"
 
 _LAZY = {
     "LargeADEncoder": "largead.models.encoder",
     "LargeADConfig": "largead.models.encoder",
     "load_official_checkpoint": "largead.models.convert",
+    "create_encoder": "largead.zoo",
     "list_models": "largead.zoo",
     "model_info": "largead.zoo",
     "get_dataset": "largead.data",
     "list_datasets": "largead.data",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["DOCS_URL", "PAPER_URL", "REPO_URL", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from largead import PAPER_URL
 from largead.fileio import atomic_write_text
 from largead.zoo import DATASET_LABELS, SOURCE_DESCRIPTIONS, TEACHERS, ModelInfo, PaperResult, model_info
 
@@ -25,7 +26,6 @@ DATASET_NAMES = {
     "semanticstf": "SemanticSTF", "synlidar": "SynLiDAR", "daps3d": "DAPS-3D", "synth4d": "Synth4D",
     "nuscenes_c": "nuScenes-C", "semantickitti_c": "SemanticKITTI-C", "synthetic": "largead synthetic world",
 }
-PAPER_URL = "https://arxiv.org/abs/2501.04005"
 PROTOCOL_NAMES = {"linear_probe": "linear probing", "finetune": "fine-tuning"}
 
 
@@ -103,7 +103,7 @@ def render_card(
     ``LargeADConfig`` as a dict (voxelisation, channels) when there is no zoo entry.
     """
     info = model_info(name) if isinstance(name, str) else name
-    cfg = dict(config or {})
+    cfg = info.config.to_dict() if info else dict(config or {})
     repo = repo_id or (info.name if info else "your-org/your-largead-encoder")
     paper = list(info.paper_results) if info else []
     measured = list(results or [])
@@ -140,12 +140,11 @@ def render_card(
         repo_id=repo,
         description=info.description if info else f"LargeAD-pretrained LiDAR encoder `{repo}`",
         published=bool(info.published) if info else True,
-        backbone=(info.backbone if info else cfg.get("backbone", "minkunet34")),
-        in_channels=(info.in_channels if info else cfg.get("in_channels", 1)),
-        feature_mode=(info.feature_mode if info else cfg.get("feature_mode", "intensity")),
-        feature_dim=(info.feature_dim if info else cfg.get("out_channels", 64)),
-        voxelisation=_voxelisation(info.voxel_size if info else cfg.get("voxel_size", (0.1, 1.0, 0.1)),
-                                   info.cylindrical if info else cfg.get("cylindrical", True)),
+        backbone=cfg.get("backbone", "minkunet34"),
+        in_channels=cfg.get("in_channels", 1),
+        feature_mode=cfg.get("feature_mode", "intensity"),
+        feature_dim=cfg.get("out_channels", 64),
+        voxelisation=_voxelisation(cfg.get("voxel_size", (0.1, 1.0, 0.1)), cfg.get("cylindrical", True)),
         source_label=SOURCE_DESCRIPTIONS.get(source, source) if source != "random" else "none (random init)",
         teacher_label=TEACHERS.get(teacher, teacher) if teacher else "none",
         data_label=" + ".join(DATASET_NAMES.get(d, d) for d in datasets) or "none",
@@ -195,3 +194,13 @@ def write_card(
         config = json.loads((folder / "config.json").read_text())
     card = render_card(name, recipe=recipe, results=results, repo_id=repo_id, config=config)
     return atomic_write_text(folder / "README.md", str(card))
+
+
+def set_card_section(folder: str | os.PathLike, heading: str, body: str) -> Path:
+    """Append (or replace) a section ``heading`` (a markdown heading line) with ``body`` in ``folder/README.md``,
+    keeping the metadata and everything before it; written atomically."""
+    path = Path(folder) / "README.md"
+    card = ModelCard.load(path)
+    text = card.text.split(heading)[0].rstrip()
+    card.text = f"{text}\n\n{heading}\n\n{body.strip()}\n"
+    return atomic_write_text(path, str(card))

@@ -49,9 +49,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return 0
     print(info.name)
     print(f"  {info.description}")
-    for key in ("backbone", "source", "data", "teacher", "in_channels", "feature_mode", "feature_dim",
-                "voxel_size", "cylindrical", "config_file", "published"):
+    for key in ("source", "data", "teacher", "config_file", "published"):
         print(f"  {key:13s} {getattr(info, key)}")
+    arch = info.config
+    for key in ("backbone", "feature_mode", "in_channels", "out_channels", "voxel_size", "cylindrical"):
+        print(f"  {key:13s} {getattr(arch, key)}")
     if info.aliases:
         print(f"  {'aliases':13s} {', '.join(info.aliases)}")
     if info.paper_results:

@@ -1,24 +1,23 @@
 """``largead demo``: the main job, end to end on the synthetic world, in minutes on a laptop CPU.
 
-1. **Superpixels.** ``scripts/generate_superpixels.py`` runs the pretraining config's superpixel source
+1. **Superpixels.** ``scripts/generate_superpixels.py`` (:func:`step_superpixels`) runs the pretraining config's superpixel source
    (``synthetic-vfm`` at SEEM granularity: SEEM-like segments of the synthetic cameras) over every camera image of
    the pretraining data and writes the maps as PNGs in the official layout,
    ``<output_dir>/superpixels/superpixels_<tag>/<camera token>.png`` (+ ``_manifest.json``).
-2. **Pretraining.** ``training/pretrain.py`` (``main(args)``) runs ``training/configs/synthetic.yaml`` (quick mode:
+2. **Pretraining.** :mod:`largead.training.pretrain` (:func:`step_pretrain`) runs ``training/configs/synthetic.yaml`` (quick mode:
    ``synthetic-tiny.yaml``), reading the superpixels from those PNGs as it would read SEEM's (the config is copied
    to ``<output_dir>/configs/pretrain.yaml`` with its superpixel source replaced by ``precomputed``). The result is a
    Hub-ready folder (``config.json``, ``model.safetensors``, ``README.md`` model card).
-3. **Linear probe.** ``training/finetune.py`` in ``linear_probe`` mode trains a classifier on the frozen pretrained
+3. **Linear probe.** :func:`largead.training.probe.linear_probe` (:func:`step_linear_probe`) trains a classifier on the frozen pretrained
    encoder and, as the baseline, on the same architecture at random initialisation, on labelled frames of the
    synthetic world seen by the same LiDAR; ``training/evaluate.py`` measures both per point on the validation split.
    The pretrained encoder's mIoU goes into its card's ``model-index``; the card also gets a table of both numbers.
-4. **Pictures.** The paper's Figure 4 on a validation scan (cosine similarity of every point's feature to a query
+4. **Pictures.** (:func:`step_pictures`) The paper's Figure 4 on a validation scan (cosine similarity of every point's feature to a query
    point on a car, random init vs pretrained, next to the ground truth) and a bird's-eye view of the pretrained
    features (first three principal components as RGB).
 
-The training scripts live in the repository's ``training/`` folder, next to the ``largead`` package, not inside it:
-the demo needs a source checkout and says so (:class:`SourceCheckoutError`) when run from a wheel. It loads each
-script from its file and calls its ``main(args)`` with arguments built by the script's own ``parse_args``.
+The training code is the package's own (:mod:`largead.training`); each step builds its arguments with the entry
+point's own ``parse_args``, so the demo runs exactly what a user's command line would.
 
 Every step is seeded (the sparse engine's scatter-adds may still differ in the last bits between runs). Re-running
 into the same folder resumes: finished training runs are not repeated (their scripts resume from their last
@@ -30,26 +29,24 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from largead.fileio import atomic_path, atomic_write_text
+from largead.fileio import atomic_path, atomic_write_json, atomic_write_text
 
-__all__ = ["FULL", "QUICK", "DemoPlan", "DemoResult", "SourceCheckoutError", "find_query_point", "load_training_script",
-           "run_demo", "save_pictures", "training_dir"]
+if TYPE_CHECKING:
+    from largead.training.pretrain import PretrainConfig
+
+__all__ = ["FULL", "QUICK", "DemoPlan", "DemoResult", "run_demo", "save_pictures", "step_linear_probe",
+           "step_pictures", "step_pretrain", "step_superpixels"]
 
 CARD_SECTION = "## Linear probe on the synthetic world (`largead demo`)"
-
-
-class SourceCheckoutError(FileNotFoundError):
-    """The demo runs the scripts of the repository's ``training/`` folder, which an installed wheel does not have."""
 
 
 @dataclass(frozen=True)
@@ -128,69 +125,26 @@ class DemoResult:
     summary: str = ""
 
 
-# ------------------------------------------------------------------------------------------- the training scripts
+# ----------------------------------------------------------------------------------------------- superpixel script
 
 
-def training_dir() -> Path:
-    """The repository's ``training/`` folder, next to the ``largead`` package of a source checkout."""
+def _generate_superpixels() -> ModuleType:
+    """``scripts/generate_superpixels.py`` of the source checkout (the demo's step 1 runs it as a user would)."""
+    import sys
+
     import largead
 
-    return Path(largead.__file__).resolve().parents[1] / "training"
-
-
-def _required(folder: Path) -> list[Path]:
-    """What the demo runs: the training scripts and configs, and ``scripts/generate_superpixels.py`` beside them."""
-    return [folder / "pretrain.py", folder / "finetune.py", folder / "evaluate.py", folder / "configs",
-            folder.parent / "scripts" / "generate_superpixels.py"]
-
-
-def _check_checkout(folder: Path) -> None:
-    missing = [p for p in _required(folder) if not p.exists()]
-    if missing:
-        names = ", ".join(str(p.relative_to(folder.parent)) for p in missing)
-        from largead.models.encoder import REPO_URL
-
-        raise SourceCheckoutError(
-            f"`largead demo` needs a source checkout of largead: it runs the scripts of the repository's training/ "
-            f"and scripts/ folders, which the installed package does not ship (missing under {folder.parent}: "
-            f"{names}). Get the repository (git clone {REPO_URL}), then inside it run `make demo` "
-            "(or `pip install -e .` followed by `largead demo`).")
-
-
-def load_training_script(name: str, folder: Path | None = None) -> ModuleType:
-    """Import ``training/<name>.py`` (or ``scripts/<name>.py``) of the source checkout from its file, registered as
-    ``largead_training_<name>`` in ``sys.modules`` (which its dataclass configs need); later calls return the same
-    module. ``folder``: the ``training/`` folder (default :func:`training_dir`)."""
-    folder = training_dir() if folder is None else folder
-    _check_checkout(folder)
-    path = folder / f"{name}.py"
+    path = Path(largead.__file__).resolve().parents[1] / "scripts" / "generate_superpixels.py"
+    name = "largead_scripts_generate_superpixels"
+    if name in sys.modules:
+        return sys.modules[name]
     if not path.is_file():
-        path = folder.parent / "scripts" / f"{name}.py"
-    module_name = f"largead_training_{name}"
-    loaded = sys.modules.get(module_name)
-    if loaded is not None and Path(getattr(loaded, "__file__", "")).resolve() == path.resolve():
-        return loaded
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise SourceCheckoutError(f"cannot import {path}")
+        raise FileNotFoundError(f"{path}: `largead demo` runs scripts/generate_superpixels.py of a source checkout")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    for attr in ("main", "parse_args"):
-        if not callable(getattr(module, attr, None)):
-            raise SourceCheckoutError(f"{path} has no {attr}(); the checkout's scripts do not match this "
-                                      f"largead ({_version()})")
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
     return module
-
-
-def _version() -> str:
-    from largead import __version__
-
-    return __version__
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
@@ -215,71 +169,20 @@ class _Clock:
         return self.seconds["total"]
 
 
-def find_query_point(labels: np.ndarray, instances: np.ndarray | None, points: np.ndarray, class_id: int,
-                     min_points: int = 10) -> int | None:
-    """Index of a query point on the largest object of class ``class_id`` (most points; at least ``min_points``):
-    its point nearest to the object's median position. ``None`` when no such object exists."""
-    on = np.flatnonzero(labels == class_id)
-    if len(on) < min_points:
-        return None
-    inst = np.zeros(len(on), np.int64) if instances is None else np.asarray(instances)[on].astype(np.int64)
-    _, inv, counts = np.unique(inst, return_inverse=True, return_counts=True)
-    best = int(np.argmax(counts))
-    if counts[best] < min_points:
-        return None
-    members = on[inv == best]
-    centre = np.median(points[members, :3], axis=0)
-    return int(members[np.argmin(np.linalg.norm(points[members, :3] - centre, axis=1))])
-
-
-def _write_card_section(folder: Path, rows: list[tuple[str, float]], setting: str, note: str = "") -> Path:
-    """Append (or replace) the demo's table of linear-probe mIoUs (``rows``: name, mIoU fraction) in
-    ``folder/README.md``'s text, after the ``setting`` sentence; ``note`` follows the table."""
-    from huggingface_hub import ModelCard
-
-    path = folder / "README.md"
-    card = ModelCard.load(path)
-    text = card.text.split(CARD_SECTION)[0].rstrip()
-    table = "\n".join(f"| {name} | {100 * miou:.2f} |" for name, miou in rows)
-    card.text = f"{text}\n\n{CARD_SECTION}\n\n{setting}\n\n| encoder | mIoU (%) |\n|---|---|\n{table}\n\n{note}\n"
-    return atomic_write_text(path, str(card))
-
-
 def _dataset_label(dataset_name: str, split: str, options: dict[str, Any]) -> str:
     return f"{dataset_name} {split} ({', '.join(f'{k}={v}' for k, v in options.items())})"
 
 
-# ----------------------------------------------------------------------------------------------------- the demo
+# ----------------------------------------------------------------------------------------------------- the steps
 
 
-def run_demo(output_dir: Path | str = Path("outputs/demo"), quick: bool = False,
-             plan: DemoPlan | None = None, log: Callable[[str], None] = print) -> DemoResult:
-    """Run the four steps (see the module docstring) into ``output_dir``; print progress and a summary.
-
-    ``quick`` picks :data:`QUICK` (seconds; for checking an installation and for tests) instead of :data:`FULL`;
-    ``plan`` overrides both. Returns a :class:`DemoResult` (also written to ``output_dir/demo_results.json``;
-    the summary to ``output_dir/summary.txt``). Raises :class:`SourceCheckoutError` outside a source checkout.
-    """
-    from largead.trainer import ConfigMismatchError, format_override, load_yaml, write_json_atomic
-
-    plan = plan or (QUICK if quick else FULL)
-    folder = training_dir()
-    _check_checkout(folder)
-    pretrain = load_training_script("pretrain", folder)
-    finetune = load_training_script("finetune", folder)
-    evaluate = load_training_script("evaluate", folder)
-    generate = load_training_script("generate_superpixels", folder)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    clock = _Clock()
-    log(f"largead demo ({plan.name}) -> {out}")
-
-    # ---- 1. superpixels of the pretraining data, as PNGs
-    from largead.data import get_dataset
+def step_superpixels(cfg: PretrainConfig, out: Path, log: Callable[[str], None]) -> tuple[Path, str, list[Path]]:
+    """Step 1: ``scripts/generate_superpixels.py`` with the config's source over the camera images of every
+    pretraining dataset, into ``out/superpixels``. Returns ``(superpixel root, tag, maps)``."""
+    from largead.config import format_override
     from largead.superpixels import get_source
 
-    config_path = pretrain.resolve_config_path(plan.pretrain_config)
-    cfg = pretrain.load_pretrain_config(str(config_path), plan.pretrain_overrides)
+    generate = _generate_superpixels()
     sp_root = out / "superpixels"
     log(f"\n[1/4] superpixels: scripts/generate_superpixels.py --source {cfg.superpixels.source} "
         f"{format_override(cfg.superpixels.options)} on the camera images of the pretraining data -> {sp_root}")
@@ -297,11 +200,17 @@ def run_demo(output_dir: Path | str = Path("outputs/demo"), quick: bool = False,
         raise ValueError(f"the pretraining datasets use different superpixel settings ({sorted(tags)}); the demo "
                          "reads one superpixel folder")
     tag = tags.pop()
-    sp_dir = sp_root / f"superpixels_{tag}"
-    maps = sorted(sp_dir.glob("**/*.png"))
-    log(f"{len(maps)} superpixel maps in {sp_dir} ({clock.lap('superpixels'):.1f} s)")
+    maps = sorted((sp_root / f"superpixels_{tag}").glob("**/*.png"))
+    return sp_root, tag, maps
 
-    # ---- 2. pretraining on those superpixels
+
+def step_pretrain(plan: DemoPlan, config_path: Path, sp_root: Path, tag: str, out: Path,
+                  log: Callable[[str], None]) -> dict[str, Any]:
+    """Step 2: pretraining with the superpixels read back from step 1's PNGs (the config is copied to
+    ``out/configs/pretrain.yaml`` with its source replaced by ``precomputed``). Returns the run's summary."""
+    from largead.config import ConfigMismatchError, load_yaml
+    from largead.training import pretrain
+
     log(f"\n[2/4] pretraining: training/pretrain.py --config {config_path.name}, superpixels read from the PNGs")
     raw = load_yaml(config_path)
     raw["superpixels"] = {"source": "precomputed", "options": {"root": str(sp_root.resolve()), "kind": tag}}
@@ -310,18 +219,27 @@ def run_demo(output_dir: Path | str = Path("outputs/demo"), quick: bool = False,
     derived = out / "configs" / "pretrain.yaml"
     _write_yaml(derived, raw, f"training/configs/{config_path.name} as run by `largead demo` ({plan.name}): "
                               f"superpixels read from the PNGs of step 1")
-    argv = ["--config", str(derived), "--output_dir", str(out / "pretrain"), *plan.pretrain_overrides]
+    argv = ["--config", str(derived), "--output-dir", str(out / "pretrain"), *plan.pretrain_overrides]
     if plan.pretrain_max_steps is not None:
-        argv += ["--max_steps", str(plan.pretrain_max_steps)]
+        argv += ["--max-steps", str(plan.pretrain_max_steps)]
     try:
-        run = pretrain.main(pretrain.parse_args(argv))
+        return pretrain.main(pretrain.parse_args(argv))
     except ConfigMismatchError as err:
         raise ConfigMismatchError(f"{out} holds an earlier demo run made with other settings (another mode, or an "
                                   f"edited config): remove it or pass another --output-dir. Details: {err}") from None
-    checkpoint = Path(run["encoder_dir"])
-    log(f"pretrained {run['steps']} steps -> {checkpoint} ({clock.lap('pretraining'):.1f} s)")
 
-    # ---- 3. linear probe: pretrained vs random init
+
+def step_linear_probe(plan: DemoPlan, cfg: PretrainConfig, run: dict[str, Any], config_name: str, out: Path,
+                      log: Callable[[str], None]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Step 3: linear probes of the pretrained encoder and of a random-init one (same architecture, same budget) on
+    labelled frames of the pretraining world's LiDAR; both mIoUs go into the card of the checkpoint
+    (``run["encoder_dir"]``). Returns ``({"pretrained": results, "random": results}, validation reader options)``."""
+    from largead.cards import set_card_section
+    from largead.config import format_override
+    from largead.evaluation.report import update_model_card
+    from largead.training.probe import linear_probe
+
+    checkpoint = Path(run["encoder_dir"])
     data0 = cfg.data[0]
     probe_options = {**data0.options, "num_cameras": 0}
     if plan.probe_frames_per_sequence is not None:
@@ -330,60 +248,96 @@ def run_demo(output_dir: Path | str = Path("outputs/demo"), quick: bool = False,
     val_options = {**probe_options, "num_sequences": plan.probe_val_sequences}
     log(f"\n[3/4] linear probe (training/finetune.py --mode linear_probe, training/evaluate.py) on "
         f"{_dataset_label(data0.name, 'train', train_options)} -> val")
-    mious: dict[str, float] = {}
+    overrides = [f"epochs={plan.probe_epochs}", f"batch_size={plan.probe_batch_size}", "checkpointing_steps=1000000",
+                 *plan.probe_overrides]
     results: dict[str, dict[str, Any]] = {}
-    for name, pretrained in (("pretrained", str(checkpoint.resolve())), ("random", "none")):
-        ft_args = finetune.parse_args([
-            "--config", "linear-probe-synthetic", "--output_dir", str(out / f"probe-{name}"),
-            "--pretrained", pretrained, "--mode", "linear_probe", "--dataset", data0.name,
-            f"data.options={format_override(train_options)}", f"epochs={plan.probe_epochs}",
-            f"batch_size={plan.probe_batch_size}", "checkpointing_steps=1000000", *plan.probe_overrides])
-        model_dir = finetune.main(ft_args)
-        ev_argv = ["--model", str(model_dir), "--dataset", data0.name, "--split", "val"]
-        for k, v in val_options.items():
-            ev_argv += ["--option", f"{k}={format_override(v)}"]
-        results[name] = evaluate.main(evaluate.parse_args(ev_argv))
-        mious[name] = float(results[name]["miou"])
-        log(f"{name:10s} encoder: mIoU {100 * mious[name]:.2f}% on {results[name]['num_frames']} val frames")
-    from largead.evaluation.report import update_model_card
-
+    for name, pretrained in (("pretrained", checkpoint.resolve()), ("random", None)):
+        results[name] = linear_probe(pretrained, out / f"probe-{name}", dataset=data0.name,
+                                     train_options=train_options, val_options=val_options, overrides=overrides)
+        log(f"{name:10s} encoder: mIoU {100 * results[name]['miou']:.2f}% on {results[name]['num_frames']} val "
+            "frames")
     update_model_card(checkpoint, {**results["pretrained"], "dataset_name": "largead synthetic world"})
-    setting = (f"Pretrained by `largead demo` ({run['steps']} steps of `training/configs/{config_path.name}`) with "
-               f"{cfg.superpixels.source} {format_override(cfg.superpixels.options)} superpixels written by "
-               f"`scripts/generate_superpixels.py` and read back as PNGs. Linear probing (frozen encoder, new 1x1 "
-               f"classifier; `training/finetune.py --mode linear_probe`) on {plan.probe_train_sequences} labelled "
-               f"training sequence(s) of the same world and LiDAR, {plan.probe_epochs} epoch(s); per-point mIoU on "
+    setting = (f"Pretrained by `largead demo` ({run['steps']} steps of `training/configs/{config_name}`) with "
+               f"{cfg.superpixels.source} "
+               f"{format_override(cfg.superpixels.options)} superpixels written by `scripts/generate_superpixels.py` "
+               f"and read back as PNGs. Linear probing (frozen encoder, new 1x1 classifier; `training/finetune.py "
+               f"--mode linear_probe`) on {plan.probe_train_sequences} labelled training sequence(s) of the same "
+               f"world and LiDAR, {plan.probe_epochs} epoch(s); per-point mIoU on "
                f"{results['pretrained']['num_frames']} validation frames (`training/evaluate.py`).")
     note = ("The synthetic teacher was trained on the synthetic world's own labels, so these numbers show that the "
             "pipeline works, not what a real vision foundation model brings (see `largead.models.image`)."
             if cfg.teacher.name == "synthetic" else "")
-    _write_card_section(checkpoint, [("this checkpoint (LargeAD pretrained)", mious["pretrained"]),
-                                     ("random initialisation (baseline)", mious["random"])], setting, note)
-    log(f"wrote both mIoUs into {checkpoint / 'README.md'} ({clock.lap('linear probe'):.1f} s)")
+    rows = [("this checkpoint (LargeAD pretrained)", results["pretrained"]["miou"]),
+            ("random initialisation (baseline)", results["random"]["miou"])]
+    table = "\n".join(f"| {name} | {100 * miou:.2f} |" for name, miou in rows)
+    set_card_section(checkpoint, CARD_SECTION, f"{setting}\n\n| encoder | mIoU (%) |\n|---|---|\n{table}\n\n{note}")
+    log(f"wrote both mIoUs into {checkpoint / 'README.md'}")
+    return results, val_options
 
-    # ---- 4. pictures
+
+def step_pictures(cfg: PretrainConfig, checkpoint: Path, val_options: dict[str, Any], steps: int, out: Path,
+                  log: Callable[[str], None]) -> tuple[Path, Path, Path, list[str]]:
+    """Step 4: Figure 4 and the PCA feature view on a validation scan (:func:`save_pictures`). Returns the two
+    pictures, the example scan and the validation split's class names."""
+    from largead.data import get_dataset
+
     log("\n[4/4] pictures: similarity to a query point on a car (the paper's Figure 4), PCA feature view")
+    data0 = cfg.data[0]
     val = get_dataset(data0.name, data0.root, "val", **val_options)
-    similarity_png, features_png, example_scan = save_pictures(checkpoint, val, out, seed=cfg.train.seed,
-                                                               dataset_key=data0.label or data0.name,
-                                                               steps=int(run["steps"]))
+    pictures = save_pictures(checkpoint, val, out, seed=cfg.train.seed, dataset_key=data0.label or data0.name,
+                             steps=steps)
+    return (*pictures, list(val.class_names))
+
+
+# ----------------------------------------------------------------------------------------------------- the demo
+
+
+def run_demo(output_dir: Path | str = Path("outputs/demo"), quick: bool = False,
+             plan: DemoPlan | None = None, log: Callable[[str], None] = print) -> DemoResult:
+    """Run the four steps (see the module docstring) into ``output_dir``; print progress and a summary.
+
+    ``quick`` picks :data:`QUICK` (seconds; for checking an installation and for tests) instead of :data:`FULL`;
+    ``plan`` overrides both. Returns a :class:`DemoResult` (also written to ``output_dir/demo_results.json``;
+    the summary to ``output_dir/summary.txt``).
+    """
+    from largead.training import pretrain
+
+    plan = plan or (QUICK if quick else FULL)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clock = _Clock()
+    log(f"largead demo ({plan.name}) -> {out}")
+    config_path = pretrain.resolve_config_path(plan.pretrain_config)
+    cfg = pretrain.load_pretrain_config(str(config_path), plan.pretrain_overrides)
+
+    sp_root, tag, maps = step_superpixels(cfg, out, log)
+    log(f"{len(maps)} superpixel maps in {sp_root / f'superpixels_{tag}'} ({clock.lap('superpixels'):.1f} s)")
+    run = step_pretrain(plan, config_path, sp_root, tag, out, log)
+    checkpoint = Path(run["encoder_dir"])
+    log(f"pretrained {run['steps']} steps -> {checkpoint} ({clock.lap('pretraining'):.1f} s)")
+    results, val_options = step_linear_probe(plan, cfg, run, config_path.name, out, log)
+    clock.lap("linear probe")
+    similarity_png, features_png, example_scan, class_names = step_pictures(cfg, checkpoint, val_options,
+                                                                            int(run["steps"]), out, log)
     log(f"wrote {similarity_png} and {features_png} ({clock.lap('pictures'):.1f} s)")
 
     clock.total()
-    result = DemoResult(output_dir=out, superpixel_dir=sp_dir, num_superpixel_maps=len(maps), checkpoint=checkpoint,
-                        pretrain_steps=int(run["steps"]), miou_pretrained=mious["pretrained"],
-                        miou_random=mious["random"], similarity_png=similarity_png, features_png=features_png,
-                        example_scan=example_scan, dataset_key=data0.label or data0.name,
-                        seconds=dict(clock.seconds))
+    data0 = cfg.data[0]
+    result = DemoResult(output_dir=out, superpixel_dir=sp_root / f"superpixels_{tag}", num_superpixel_maps=len(maps),
+                        checkpoint=checkpoint, pretrain_steps=int(run["steps"]),
+                        miou_pretrained=float(results["pretrained"]["miou"]),
+                        miou_random=float(results["random"]["miou"]), similarity_png=similarity_png,
+                        features_png=features_png, example_scan=example_scan,
+                        dataset_key=data0.label or data0.name, seconds=dict(clock.seconds))
     result.summary = _summary(result, plan)
     log("\n" + result.summary)
-    (out / "summary.txt").write_text(result.summary + "\n")
-    write_json_atomic(out / "demo_results.json", {
+    atomic_write_text(out / "summary.txt", result.summary + "\n")
+    atomic_write_json(out / "demo_results.json", {
         "plan": plan.name, "checkpoint": str(checkpoint), "pretrain_steps": result.pretrain_steps,
         "miou_pretrained": result.miou_pretrained, "miou_random": result.miou_random,
-        "iou_per_class": {k: results[k]["iou_per_class"] for k in results}, "class_names": list(val.class_names),
+        "iou_per_class": {k: results[k]["iou_per_class"] for k in results}, "class_names": class_names,
         "superpixel_maps": len(maps), "similarity_png": str(similarity_png), "features_png": str(features_png),
-        "seconds": {k: round(v, 1) for k, v in clock.seconds.items()}})
+        "seconds": {k: round(v, 1) for k, v in clock.seconds.items()}}, sort_keys=True)
     return result
 
 
@@ -398,10 +352,10 @@ def save_pictures(checkpoint: Path, dataset: Any, out: Path, seed: int, dataset_
     import torch
 
     from largead import LargeADEncoder
-    from largead.viz import save_feature_bev, save_similarity_figure
+    from largead.viz import frame_with_query, save_feature_bev, save_similarity_figure
 
     class_names = list(dataset.class_names)
-    frame, query = _frame_with_car(dataset, class_names)
+    frame, query = frame_with_query(dataset, class_names)
     points = np.ascontiguousarray(frame.points[:, :4], dtype=np.float32)
     example_scan = out / "example_scan.npy"
     _save_npy(example_scan, points)
@@ -421,21 +375,6 @@ def save_pictures(checkpoint: Path, dataset: Any, out: Path, seed: int, dataset_
     features_png = save_feature_bev(points, f_pre, out / "features.png", extent=extent, point_size=size,
                                     title=f"pretrained features, PCA -> RGB\n{frame.token}")
     return similarity_png, features_png, example_scan
-
-
-def _frame_with_car(dataset: Any, class_names: list[str]) -> tuple[Any, int]:
-    """The first frame of ``dataset`` with a car of >= 20 points (else >= 1; else a truck, cyclist or pedestrian),
-    and the query point on it (:func:`find_query_point`)."""
-    wanted = [c for c in ("car", "truck", "bicyclist", "pedestrian") if c in class_names]
-    for cls in wanted:
-        for min_points in (20, 1):
-            for i in range(len(dataset)):  # the frames of one small validation world
-                frame = dataset[i]
-                q = find_query_point(frame.labels, frame.instances, frame.points, class_names.index(cls), min_points)
-                if q is not None:
-                    return frame, q
-    raise ValueError(f"no frame of {getattr(dataset, 'name', 'the dataset')} ({len(dataset)} frames) has a point of "
-                     f"class {', '.join(wanted)} to query")
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

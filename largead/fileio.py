@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +57,30 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> Path:
-    """Write ``obj`` as JSON (sorted keys kept as given, trailing newline) to ``path`` atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 2, sort_keys: bool = False) -> Path:
+    """Write ``obj`` as JSON (keys in the given order unless ``sort_keys``, trailing newline) to ``path``
+    atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``final_dir``; on success it replaces ``final_dir`` (an existing folder
+    is moved aside and removed only after the rename), on error it is deleted and ``final_dir`` is left untouched."""
+    final = Path(final_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)

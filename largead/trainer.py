@@ -1,13 +1,7 @@
-"""Shared training helpers on top of :mod:`accelerate` (used by ``training/pretrain.py`` and ``training/finetune.py``).
+"""The accelerate training loop's parts, shared by pretraining and fine-tuning (:mod:`largead.training`).
 
-Everything a diffusers-style training script needs beyond the model and the loss:
-
-Configuration
-    :func:`load_config` reads a YAML file (optionally inheriting from ``base: other.yaml``), applies ``key=value``
-    overrides (dotted keys, values parsed as YAML) and builds a typed dataclass; unknown or missing keys and wrong
-    types raise :class:`ConfigError` naming the key and the file. :func:`config_to_dict` goes back,
-    :func:`format_override` writes a value for a ``key=value`` override. :func:`resolve_config_path` finds a config
-    by path or by name in a folder.
+Everything a diffusers-style training script needs beyond the model, the loss and its configuration (which is
+:mod:`largead.config`):
 
 Accelerator and checkpoints
     :func:`make_accelerator` builds an :class:`accelerate.Accelerator` with a :class:`ProjectConfiguration` rooted at
@@ -15,8 +9,7 @@ Accelerator and checkpoints
     :func:`save_checkpoint` writes ``output_dir/checkpoints/checkpoint-{step}`` atomically (every process writes into
     a temporary folder, the main process renames it) and keeps at most ``total_limit`` of them; it refuses to save a
     model with non-finite weights. :func:`resume` loads ``"latest"`` or a given folder and returns the optimiser step
-    to continue from. :func:`check_run_config` stores ``run_config.json`` and refuses a resumed run whose config
-    differs (naming the keys) unless forced.
+    to continue from. (:func:`largead.config.check_run_config` refuses a resumed run whose config differs.)
 
 Data order
     :func:`make_dataloader` + ``accelerator.prepare`` give each process a disjoint shard of a permutation that
@@ -27,11 +20,11 @@ Data order
 Optimisation
     :func:`build_optimizer` (SGD as in SLidR, AdamW as in SuperFlow; learning rate scaled linearly with the global
     batch), :func:`build_scheduler` (cosine, one-cycle, constant), :func:`check_finite_loss` (stops every process with
-    :class:`NonFiniteLossError`), :func:`progress_bar` (tqdm on the local main process only), :func:`atomic_directory`
-    (final export written to a temporary folder, renamed into place), :func:`finish` (end trackers, reset accelerate's
-    process-wide state so another run can start in the same process).
+    :class:`NonFiniteLossError`), :func:`progress_bar` (tqdm on the local main process only), :func:`finish` (end
+    trackers, reset accelerate's process-wide state so another run can start in the same process). Final exports go
+    through :func:`largead.fileio.atomic_directory`.
 
-Typical loop (see ``training/pretrain.py``)::
+Typical loop (see :mod:`largead.training.pretrain`)::
 
     acc = make_accelerator(out, mixed_precision="no", grad_accum=2, seed=0)
     model, opt, dl = acc.prepare(model, build_optimizer(model.parameters(), ocfg, global_batch), dl)
@@ -52,39 +45,24 @@ Typical loop (see ``training/pretrain.py``)::
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import json
 import math
 import os
 import random
 import re
 import shutil
-import types
-import typing
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
-from largead.fileio import atomic_write_text
-
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PREFIX = "checkpoint-"
-RUN_CONFIG = "run_config.json"
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is malformed (unknown/missing key, wrong type)."""
-
-
-class ConfigMismatchError(RuntimeError):
-    """A resumed run was started with a configuration that differs from the one stored in ``run_config.json``."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -122,262 +100,6 @@ SUPERFLOW_ADAMW = OptimizerConfig(name="adamw", lr=0.01, base_batch_size=4, weig
 """SuperFlow's optimiser (AdamW 0.01, wd 0.01, one-cycle with 20% warm-up) at batch 4 (per GPU in SuperFlow)."""
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
-    """Check/convert ``value`` to annotation ``tp``; raise :class:`ConfigError` naming ``key`` and ``source``."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-
-    def fail(expected: str) -> ConfigError:
-        return ConfigError(f"{source}: key {key!r} must be {expected}, got {value!r} ({type(value).__name__})")
-
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise fail(f"a mapping for {tp.__name__}")
-        return from_dict(tp, value, source, prefix=f"{key}.")
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for a in (a for a in args if a is not type(None)):
-            with contextlib.suppress(ConfigError):
-                return _coerce(value, a, key, source)
-        raise fail(" or ".join(_type_name(a) for a in args))
-    if origin is Literal:
-        if value not in args:
-            raise fail(f"one of {list(args)}")
-        return value
-    if origin in (list, Sequence) or tp is list:
-        if not isinstance(value, (list, tuple)):
-            raise fail("a list")
-        inner = args[0] if args else Any
-        return [_coerce(v, inner, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is tuple or tp is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise fail("a list")
-        if args and args[-1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value))
-        if args and len(args) != len(value):
-            raise fail(f"a list of {len(args)} items")
-        return tuple(_coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args or [Any] * len(value))))
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise fail("a mapping")
-        vt = args[1] if len(args) == 2 else Any
-        return {str(k): _coerce(v, vt, f"{key}.{k}", source) for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise fail("true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail("an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail("a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise fail("a string")
-        return value
-    if isinstance(tp, type) and not isinstance(value, tp):
-        raise fail(tp.__name__)
-    return value
-
-
-def from_dict(cls: type[T], data: dict[str, Any], source: str = "<config>", prefix: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys, missing required keys and wrong types raise
-    :class:`ConfigError` naming the dotted key and ``source`` (a file name)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(repr(prefix + k) for k in unknown)}; "
-                          f"allowed under {prefix.rstrip('.') or 'top level'}: {', '.join(sorted(fields))}")
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], prefix + name, source)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{source}: missing required key {prefix + name!r}")
-    return cls(**kwargs)
-
-
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """A dataclass config as plain JSON-able data (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
-
-
-def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
-    """``["optim.lr=0.1", "data.0.root=/x"]`` -> nested dict; values parsed as YAML (numbers, bools, lists); a
-    numeric key edits that item of a list."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value (dotted keys, e.g. optim.lr=0.1)")
-        key, raw = item.split("=", 1)
-        node = out
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw)
-    return out
-
-
-def format_override(value: Any) -> str:
-    """``value`` as one-line YAML, the inverse of :func:`parse_overrides`' value parsing: ``f"{key}={...}"`` reads
-    back as ``value`` (unlike ``json.dumps``, whose ``1e-05`` YAML reads as a string)."""
-    import yaml
-
-    return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip().removesuffix("...").strip()
-
-
-def _merge_value(old: Any, new: Any) -> Any:
-    if isinstance(new, dict) and isinstance(old, dict):
-        return _deep_merge(old, new)
-    if isinstance(new, dict) and isinstance(old, list) and new and all(str(k).isdigit() for k in new):
-        out = list(old)  # "data.0.root=..." edits item 0 of a list
-        for k, v in new.items():
-            i = int(k)
-            if i >= len(out):
-                raise ConfigError(f"override index {i} is out of range for a list of {len(out)} items")
-            out[i] = _merge_value(out[i], v)
-        return out
-    return new
-
-
-def _deep_merge(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in upd.items():
-        out[k] = _merge_value(out.get(k), v)
-    return out
-
-
-def load_yaml(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a YAML mapping; a top-level ``base: other.yaml`` (relative to the file) is loaded first and deep-merged
-    under it, recursively."""
-    import yaml
-
-    path = Path(path).resolve()
-    if path in _seen:
-        raise ConfigError(f"{path}: circular 'base' chain {' -> '.join(map(str, _seen + (path,)))}")
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    with open(path) as fh:
-        try:
-            data = yaml.safe_load(fh) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    base = data.pop("base", None)
-    if base is not None:
-        if not isinstance(base, str):
-            raise ConfigError(f"{path}: key 'base' must be a file name, got {base!r}")
-        data = _deep_merge(load_yaml(path.parent / base, _seen + (path,)), data)
-    return data
-
-
-def resolve_config_path(name: str, config_dir: str | os.PathLike, prefixes: Sequence[str] = ()) -> Path:
-    """``name`` as a YAML path, or the name of a config in ``config_dir`` (with or without ``.yaml``).
-
-    Otherwise ``FileNotFoundError`` listing up to 12 configs of ``config_dir`` (names starting with ``_`` never;
-    only those starting with one of ``prefixes`` when given).
-    """
-    folder = Path(config_dir)
-    for cand in (Path(name), folder / name, folder / f"{name}.yaml"):
-        if cand.is_file():
-            return cand
-    known = sorted(c.stem for c in folder.glob("*.yaml")
-                   if not c.stem.startswith("_") and (not prefixes or c.stem.startswith(tuple(prefixes))))
-    raise FileNotFoundError(f"config {name!r} is neither a file nor one of {folder.parent.name}/{folder.name}: "
-                            f"{', '.join(known[:12])}{' ...' if len(known) > 12 else ''}")
-
-
-def load_config(cls: type[T], path: str | os.PathLike, overrides: Iterable[str] = ()) -> T:
-    """Load YAML ``path`` (+ ``base`` chain) with ``key=value`` ``overrides`` into dataclass ``cls``."""
-    data = _deep_merge(load_yaml(path), parse_overrides(overrides))
-    return from_dict(cls, data, source=str(path))
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out or {prefix.rstrip("."): {}}
-    return {prefix.rstrip("."): d}
-
-
-def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two nested config dicts (added/removed keys included), sorted."""
-    a, b = _flatten(old), _flatten(new)
-    return sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
-
-
-# ------------------------------------------------------------------------------------------------- files, atomicity
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-@contextlib.contextmanager
-def atomic_directory(final_dir: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside ``final_dir``; on success it replaces ``final_dir`` (an existing folder
-    is moved aside and removed only after the rename), on error it is deleted and ``final_dir`` is left untouched."""
-    final = Path(final_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def check_run_config(output_dir: str | os.PathLike, config: dict[str, Any], force: bool = False,
-                     is_main_process: bool = True) -> None:
-    """Compare ``config`` with ``output_dir/run_config.json`` (if any) and store it.
-
-    A differing stored config raises :class:`ConfigMismatchError` naming the differing dotted keys, unless ``force``
-    (then the new config replaces the stored one). Only the main process writes.
-    """
-    path = Path(output_dir) / RUN_CONFIG
-    config = json.loads(json.dumps(config, default=list))
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        diff = config_diff(stored, config)
-        if diff and not force:
-            shown = "; ".join(f"{k}: {_flatten(stored).get(k, '<absent>')!r} -> {_flatten(config).get(k, '<absent>')!r}"
-                              for k in diff[:20])
-            raise ConfigMismatchError(f"{path}: this run's config differs from the stored one in {len(diff)} key(s): "
-                                      f"{shown}. Use a new --output_dir, or pass --force to resume anyway.")
-    if is_main_process:
-        write_json_atomic(path, config)
-
-
 # --------------------------------------------------------------------------------------------- accelerator, seeding
 
 
@@ -398,7 +120,7 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 def make_accelerator(output_dir: str | os.PathLike, mixed_precision: str = "no", grad_accum: int = 1,
                      log_with: str | None = "tensorboard", seed: int = 0, total_limit: int | None = None,
-                     cpu: bool = False):
+                     cpu: bool = False) -> Accelerator:
     """An :class:`accelerate.Accelerator` for a run in ``output_dir``.
 
     - ``ProjectConfiguration(project_dir=output_dir, logging_dir=output_dir/logs, total_limit=...)``; checkpoint
@@ -463,7 +185,8 @@ def _params_finite(models: Sequence[torch.nn.Module]) -> list[str]:
     return bad
 
 
-def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, total_limit: int | None = None) -> Path:
+def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, step: int,
+                    total_limit: int | None = None) -> Path:
     """Save the full training state (models, optimisers, schedulers, RNGs, registered objects) as
     ``output_dir/checkpoints/checkpoint-{step}``, atomically; keep the newest ``total_limit`` checkpoints.
 
@@ -495,7 +218,8 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, total
     return final
 
 
-def resume(accelerator, output_dir: str | os.PathLike, resume_from_checkpoint: str | None = "latest") -> int:
+def resume(accelerator: Accelerator, output_dir: str | os.PathLike,
+           resume_from_checkpoint: str | None = "latest") -> int:
     """Load a checkpoint into the prepared objects and return the optimiser step to continue from.
 
     ``resume_from_checkpoint``: ``None`` -> 0 (fresh run); ``"latest"`` -> newest ``checkpoint-{step}`` under
@@ -525,8 +249,9 @@ def resume(accelerator, output_dir: str | os.PathLike, resume_from_checkpoint: s
 # --------------------------------------------------------------------------------------------------------- data order
 
 
-def make_dataloader(dataset, batch_size: int, collate_fn=None, seed: int = 0, shuffle: bool = True,
-                    num_workers: int = 0, drop_last: bool = True, sampler=None) -> torch.utils.data.DataLoader:
+def make_dataloader(dataset: torch.utils.data.Dataset, batch_size: int, collate_fn: Callable | None = None,
+                    seed: int = 0, shuffle: bool = True, num_workers: int = 0, drop_last: bool = True,
+                    sampler: torch.utils.data.Sampler | None = None) -> torch.utils.data.DataLoader:
     """A DataLoader whose order depends only on ``seed`` (and the epoch, once prepared by an accelerator from
     :func:`make_accelerator`, which shards it so processes see disjoint samples). ``batch_size`` is per process.
     A custom ``sampler`` (e.g. :class:`largead.pretrain.multisource.MultiSourceSampler`) must itself be
@@ -546,7 +271,8 @@ def resume_position(step: int, batches_per_epoch: int, grad_accum: int = 1) -> t
     return consumed // batches_per_epoch, consumed % batches_per_epoch
 
 
-def epoch_batches(accelerator, dataloader, epoch: int, skip: int = 0) -> Iterable:
+def epoch_batches(accelerator: Accelerator, dataloader: torch.utils.data.DataLoader, epoch: int,
+                  skip: int = 0) -> Iterable:
     """The prepared ``dataloader`` for ``epoch`` (its seeded permutation), skipping the first ``skip`` micro-batches
     with ``accelerator.skip_first_batches``. Also calls ``set_epoch`` on the dataset if it has one (for
     :func:`sample_rng`)."""
@@ -588,7 +314,8 @@ def build_optimizer(params: Iterable, cfg: OptimizerConfig, global_batch_size: i
     raise ValueError(f"unknown optimizer {cfg.name!r}; expected 'sgd' or 'adamw'")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, total_steps: int):
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig,
+                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """Per-optimiser-step schedule over ``total_steps``: ``cosine`` (optional linear warm-up, floor
     ``min_lr_ratio``), ``onecycle`` (torch's OneCycleLR, peak = each group's lr, ``pct_start``), or ``constant``."""
     if total_steps < 1:
@@ -612,7 +339,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, tota
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def check_finite_loss(accelerator, loss: torch.Tensor, step: int, output_dir: str | os.PathLike | None = None) -> None:
+def check_finite_loss(accelerator: Accelerator, loss: torch.Tensor, step: int,
+                      output_dir: str | os.PathLike | None = None) -> None:
     """Raise :class:`NonFiniteLossError` on every process if ``loss`` is NaN/inf on any of them (call before
     ``backward``, so the bad state is never stepped into or saved). The message names the step and the last good
     checkpoint."""
@@ -626,7 +354,7 @@ def check_finite_loss(accelerator, loss: torch.Tensor, step: int, output_dir: st
                                  f"stopped without stepping or saving{where}. Lower the learning rate or check inputs.")
 
 
-def finish(accelerator) -> None:
+def finish(accelerator: Accelerator) -> None:
     """End a run: close the trackers and reset accelerate's process-wide state, so that another run (e.g. the demo's
     fine-tuning after pretraining) can build its own :func:`make_accelerator` in the same Python process."""
     from accelerate.state import AcceleratorState, GradientState
@@ -638,7 +366,7 @@ def finish(accelerator) -> None:
         GradientState._reset_state()
 
 
-def progress_bar(accelerator, total: int, initial: int = 0, desc: str = "steps"):
+def progress_bar(accelerator: Accelerator, total: int, initial: int = 0, desc: str = "steps"):
     """tqdm over optimiser steps, shown on the local main process only."""
     from tqdm.auto import tqdm
 
@@ -649,34 +377,21 @@ def progress_bar(accelerator, total: int, initial: int = 0, desc: str = "steps")
 __all__ = [
     "SLIDR_SGD",
     "SUPERFLOW_ADAMW",
-    "ConfigError",
-    "ConfigMismatchError",
     "NonFiniteLossError",
     "OptimizerConfig",
-    "atomic_directory",
     "build_optimizer",
     "build_scheduler",
     "check_finite_loss",
-    "check_run_config",
-    "config_diff",
-    "config_to_dict",
     "epoch_batches",
     "finish",
-    "format_override",
-    "from_dict",
     "list_checkpoints",
-    "load_config",
-    "load_yaml",
     "make_accelerator",
     "make_dataloader",
-    "parse_overrides",
     "progress_bar",
-    "resolve_config_path",
     "resume",
     "resume_position",
     "sample_rng",
     "save_checkpoint",
     "scaled_lr",
     "seed_everything",
-    "write_json_atomic",
 ]

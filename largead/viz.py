@@ -245,6 +245,40 @@ def save_feature_bev(points: np.ndarray, features: np.ndarray, path: str | os.Pa
     return save_figure(fig, path)
 
 
+def find_query_point(labels: np.ndarray, instances: np.ndarray | None, points: np.ndarray, class_id: int,
+                     min_points: int = 10) -> int | None:
+    """Index of a query point on the largest object of class ``class_id`` (most points; at least ``min_points``):
+    its point nearest to the object's median position. ``None`` when no such object exists."""
+    on = np.flatnonzero(labels == class_id)
+    if len(on) < min_points:
+        return None
+    inst = np.zeros(len(on), np.int64) if instances is None else np.asarray(instances)[on].astype(np.int64)
+    _, inv, counts = np.unique(inst, return_inverse=True, return_counts=True)
+    best = int(np.argmax(counts))
+    if counts[best] < min_points:
+        return None
+    members = on[inv == best]
+    centre = np.median(points[members, :3], axis=0)
+    return int(members[np.argmin(np.linalg.norm(points[members, :3] - centre, axis=1))])
+
+
+def frame_with_query(dataset: Sequence[Frame], class_names: Sequence[str],
+                     wanted: Sequence[str] = ("car", "truck", "bicyclist", "pedestrian")) -> tuple[Frame, int]:
+    """The first frame of ``dataset`` with an object of the first class of ``wanted`` that has one (an object of
+    >= 20 points preferred, else >= 1), and the query point on it (:func:`find_query_point`)."""
+    names = list(class_names)
+    present = [c for c in wanted if c in names]
+    for cls in present:
+        for min_points in (20, 1):
+            for i in range(len(dataset)):  # the frames of one small validation world
+                frame = dataset[i]
+                q = find_query_point(frame.labels, frame.instances, frame.points, names.index(cls), min_points)
+                if q is not None:
+                    return frame, q
+    raise ValueError(f"no frame of {getattr(dataset, 'name', 'the dataset')} ({len(dataset)} frames) has a point of "
+                     f"class {', '.join(present) or ', '.join(wanted)} to query")
+
+
 def similarity_to_query(features: np.ndarray, query: int) -> np.ndarray:
     """Cosine similarity (N,) of every point's feature to the feature of point ``query``."""
     f = np.asarray(features, dtype=np.float64)

@@ -11,9 +11,13 @@ A name is ``largead/<backbone>-<source>-<data>[-<teacher>]``:
 
 ``largead/minkunet34-random`` is the randomly initialised baseline every table compares against.
 
-Each entry records the voxelisation, input channels and feature size of the encoder, the training config that
-produces it (``training/configs/<name>.yaml``), the numbers the paper reports for it (with the table they come from)
-and whether weights are published on the Hub. Nothing here downloads anything.
+Each entry records the encoder's architecture as a :class:`~largead.LargeADConfig` (backbone, voxelisation, input
+features, output width: the one spec the training configs and :func:`create_encoder` build from), the training
+config that produces it (``training/configs/<name>.yaml``), the numbers the paper reports for it (with the table
+they come from) and whether weights are published on the Hub. Nothing here downloads anything.
+
+    >>> from largead import create_encoder
+    >>> enc = create_encoder("minkunet34-seem-nkw", pretrained=False)   # the architecture, random weights
 """
 
 from __future__ import annotations
@@ -21,8 +25,13 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from largead.models.encoder import LargeADConfig
+
+if TYPE_CHECKING:
+    from largead.models.encoder import LargeADEncoder
 
 ORG = "largead"
 BACKBONES = ("minkunet34",)
@@ -47,6 +56,13 @@ SOURCE_DESCRIPTIONS = {
 DATASET_LABELS = {"nuscenes": "nuScenes", "semantickitti": "SemanticKITTI", "waymo": "Waymo Open"}
 
 
+def paper_encoder_config(backbone: str = "minkunet34") -> LargeADConfig:
+    """The encoder every zoo entry pretrains (LargeAD / SLidR), which is :class:`~largead.LargeADConfig`'s defaults:
+    intensity input, SLidR's cylindrical voxels (0.1 m, 1 degree, 0.1 m), 64-d L2-normalised output, BatchNorm
+    momentum 0.05 (block BNs 0.1, SLidR's quirk)."""
+    return LargeADConfig(backbone=backbone)
+
+
 @dataclass(frozen=True)
 class PaperResult:
     """One number the paper (or its predecessors, as the paper re-reports them) gives for a variant."""
@@ -68,11 +84,7 @@ class ModelInfo:
     data: str  # "n" | "k" | "w" | "nkw" | "" (random)
     teacher: str  # teacher key, or "" (random)
     pretraining_datasets: tuple[str, ...]
-    voxel_size: tuple[float, float, float] = (0.1, 1.0, 0.1)
-    cylindrical: bool = True
-    in_channels: int = 1
-    feature_mode: str = "intensity"
-    feature_dim: int = 64
+    config: LargeADConfig = field(default_factory=lambda: paper_encoder_config())  # the architecture
     config_file: str | None = None  # training/configs/<...>.yaml that produces it
     published: bool = False  # weights on the Hub
     paper_results: tuple[PaperResult, ...] = field(default_factory=tuple)
@@ -91,7 +103,19 @@ class ModelInfo:
                 f"through {SOURCE_DESCRIPTIONS[self.source]}")
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        """JSON-ready: every field (``config`` as its dict), plus the description."""
+        from dataclasses import fields
+
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "config":
+                value = value.to_dict()
+            elif f.name == "paper_results":
+                value = [r.__dict__.copy() for r in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
         out["description"] = self.description
         return out
 
@@ -140,7 +164,8 @@ def _build() -> dict[str, ModelInfo]:
         rid = f"{backbone}-random"
         entries[f"{ORG}/{rid}"] = ModelInfo(
             name=f"{ORG}/{rid}", backbone=backbone, source="random", data="", teacher="",
-            pretraining_datasets=(), config_file=None, paper_results=_PAPER.get(rid, ()),
+            pretraining_datasets=(), config=paper_encoder_config(backbone), config_file=None,
+            paper_results=_PAPER.get(rid, ()),
         )
         for source in SOURCES:
             for data, datasets in DATA.items():
@@ -153,7 +178,8 @@ def _build() -> dict[str, ModelInfo]:
                         short = f"{short}-{teacher}"
                     entries[f"{ORG}/{short}"] = ModelInfo(
                         name=f"{ORG}/{short}", backbone=backbone, source=source, data=data, teacher=teacher,
-                        pretraining_datasets=datasets, config_file=f"training/configs/{short}.yaml",
+                        pretraining_datasets=datasets, config=paper_encoder_config(backbone),
+                        config_file=f"training/configs/{short}.yaml",
                         paper_results=_PAPER.get(short, ()), aliases=aliases,
                     )
     return entries
@@ -226,14 +252,31 @@ def resolve(name: str) -> tuple[str, str | None]:
     return _ALIASES.get(repo, repo), rev
 
 
-def encoder_config(name: str) -> dict[str, Any]:
-    """The :class:`~largead.LargeADConfig` fields of a zoo entry (architecture and voxelisation)."""
+def encoder_config(name: str) -> LargeADConfig:
+    """A copy of the :class:`~largead.LargeADConfig` of a zoo entry (architecture and voxelisation)."""
+    return replace(model_info(name).config)
+
+
+def create_encoder(name: str, pretrained: bool = False, **kwargs: Any) -> LargeADEncoder:
+    """Build the encoder of zoo entry ``name`` (timm's ``create_model``).
+
+    ``pretrained=False``: the entry's architecture with random weights (no network, nothing cached needed; this is
+    what ``largead/minkunet34-random`` means). ``pretrained=True``: the entry's weights through
+    :meth:`LargeADEncoder.from_pretrained` (published, or already in the Hugging Face cache); ``kwargs`` go there
+    (``revision``, ``local_files_only``, ``map_location``...). The entry's config is checked against the loaded one.
+    """
+    from largead.models.encoder import LargeADEncoder
+
     info = model_info(name)
-    return {
-        "backbone": info.backbone,
-        "in_channels": info.in_channels,
-        "out_channels": info.feature_dim,
-        "feature_mode": info.feature_mode,
-        "voxel_size": list(info.voxel_size),
-        "cylindrical": info.cylindrical,
-    }
+    if not pretrained:
+        if kwargs:
+            raise TypeError(f"create_encoder(pretrained=False) takes no loading options, got {sorted(kwargs)}")
+        return LargeADEncoder(replace(info.config))
+    encoder = LargeADEncoder.from_pretrained(info.name, **kwargs)
+    want, got = info.config.to_dict(), encoder.config.to_dict()
+    arch = ("backbone", "in_channels", "out_channels", "feature_mode", "voxel_size", "cylindrical")
+    diff = [k for k in arch if want[k] != got[k]]
+    if diff:
+        raise ValueError(f"{info.name}: the published config.json differs from the zoo entry in {diff} "
+                         f"({[got[k] for k in diff]} vs {[want[k] for k in diff]}); upgrade largead")
+    return encoder

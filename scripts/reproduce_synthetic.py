@@ -1,7 +1,7 @@
 """The LargeAD paper's linear-probing claims in miniature, on the procedural synthetic world (CPU).
 
-    python scripts/reproduce_synthetic.py --output_dir outputs/reproduce_synthetic
-    python scripts/reproduce_synthetic.py --smoke --output_dir /tmp/repro      # every code path, tiny budget
+    python scripts/reproduce_synthetic.py --output-dir outputs/reproduce_synthetic
+    python scripts/reproduce_synthetic.py --smoke --output-dir /tmp/repro      # every code path, tiny budget
 
 Five encoders, each probed with a linear classifier on the same labelled frames and scored on held-out frames:
 
@@ -18,7 +18,7 @@ Five encoders, each probed with a linear classifier on the same labelled frames 
 Every pretrained variant gets the same budget (steps x batch) and runs for each seed (pretraining seed = probe seed);
 mIoU is the standard mean over classes present (``miou``) on the validation sequences; the table reports the mean,
 the sample standard deviation and the per-seed values, and a bar chart shows mean +- std with the seeds as dots.
-The probe is the real linear-probing pipeline (``training/finetune.py``: backbone frozen in eval mode, rotation/flip
+The probe is the real linear-probing pipeline (``largead.training.probe.linear_probe``: backbone frozen in eval mode, rotation/flip
 augmentation, CE + Lovasz) with a miniature schedule; the pretraining is ``training/pretrain.py`` with the
 ``synthetic`` config adapted per variant (:func:`pretrain_config`). Miniature choices (not the paper's): backbone
 ``minkunet14`` by default, a small world, few steps, probe lr 0.2 without batch scaling. Runs are resumable:
@@ -29,7 +29,7 @@ twice its beams. The defaults use 16 and 32 beams (the 32 / 64 of the real senso
 ``--beams 32`` for the full-size pair). Budget: the default run (5 variants x 3 seeds) took 12.4 minutes on the
 project's 2-core machine, its first half under contention from other jobs; on the idle machine a 20-step
 pretraining took ~8 s and a 40-step probe ~3-5 s, the rest is one-off work (teacher training, cached; segments).
-``--pretrain_steps`` / ``--probe_steps`` scale the run.
+``--pretrain-steps`` / ``--probe-steps`` scale the run.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -46,12 +45,10 @@ from typing import Any
 
 import numpy as np
 
+from largead.config import format_override
+from largead.errors import run_cli
+from largead.training import parse_cli
 from largead.fileio import atomic_path, atomic_write_text
-from largead.trainer import format_override
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "random": None,
@@ -99,8 +96,8 @@ def pretrain_config(variant: dict[str, Any], b: Budget, seed: int) -> dict[str, 
     Built as a whole mapping (written to the run folder) rather than ``key=value`` overrides, because overrides
     merge into the base mapping and cannot remove a key (e.g. the SEEM granularity option for SLIC).
     """
-    from largead.trainer import load_yaml
-    from training.pretrain import resolve_config_path
+    from largead.config import load_yaml
+    from largead.training.pretrain import resolve_config_path
 
     cfg = load_yaml(resolve_config_path("synthetic"))
     sources = [{"name": "synthetic", "split": "train", "label": "synthetic", "options": _sensor_a(b)}]
@@ -123,27 +120,20 @@ def pretrain_config(variant: dict[str, Any], b: Budget, seed: int) -> dict[str, 
     return cfg
 
 
-def probe_args(b: Budget, pretrained: str | None, seed: int, out: Path) -> list[str]:
-    """Arguments of ``training/finetune.py`` for the linear probe."""
-    probe_world = {**_sensor_a(b), "num_cameras": 1, "image_size": [8, 8]}  # cameras are not used by the probe
-    return ["--config", "linear-probe-synthetic", "--output_dir", str(out),
-            "--pretrained", pretrained or "none", "--seed", str(seed),
-            f"data.options={format_override(probe_world)}", f"model.backbone={b.backbone}",
-            f"batch_size={b.probe_batch}", "epochs=1000", f"max_steps={b.probe_steps}",
+def probe_overrides(b: Budget) -> list[str]:
+    """Fine-tuning config edits of the miniature linear probe (same for every variant)."""
+    return [f"model.backbone={b.backbone}", f"batch_size={b.probe_batch}", "epochs=1000", f"max_steps={b.probe_steps}",
             f"optim.lr={b.probe_lr}", "optim.scale_lr=false", f"checkpointing_steps={b.probe_steps}"]
 
 
-def eval_args(b: Budget, model_dir: Path, out: Path) -> list[str]:
-    probe_world = {**_sensor_a(b), "num_cameras": 1, "image_size": [8, 8], "num_sequences": b.val_sequences}
-    args = ["--model", str(model_dir), "--split", "val", "--no_card", "--output", str(out)]
-    for k, v in probe_world.items():
-        args += ["--option", f"{k}={format_override(v)}"]
-    return args
+def _probe_world(b: Budget, **extra: Any) -> dict[str, Any]:
+    return {**_sensor_a(b), "num_cameras": 1, "image_size": [8, 8], **extra}  # cameras are not used by the probe
 
 
 def run_one(name: str, seed: int, b: Budget, root: Path) -> dict[str, Any]:
     """Pretrain (unless ``random``), probe and evaluate one variant for one seed; returns timings and mIoU."""
-    from training import evaluate, finetune, pretrain
+    from largead.training import pretrain
+    from largead.training.probe import linear_probe
 
     variant = VARIANTS[name]
     run = root / name / f"seed{seed}"
@@ -154,15 +144,15 @@ def run_one(name: str, seed: int, b: Budget, root: Path) -> dict[str, Any]:
 
         cfg_path = run / "pretrain-config.yaml"
         atomic_write_text(cfg_path, yaml.safe_dump(pretrain_config(variant, b, seed), sort_keys=False))
-        res = pretrain.main(pretrain.parse_args(["--config", str(cfg_path), "--output_dir", str(run / "pretrain")]))
+        res = pretrain.main(pretrain.parse_args(["--config", str(cfg_path), "--output-dir", str(run / "pretrain")]))
         encoder = res["encoder_dir"]
     t1 = time.time()
-    model_dir = finetune.main(finetune.parse_args(probe_args(b, encoder, seed, run / "probe")))
+    result = linear_probe(encoder, run / "probe", dataset="synthetic", train_options=_probe_world(b),
+                          val_options=_probe_world(b, num_sequences=b.val_sequences), seed=seed,
+                          overrides=probe_overrides(b), results_path=run / "eval.json", update_card=False)
     t2 = time.time()
-    result = evaluate.main(evaluate.parse_args(eval_args(b, model_dir, run / "eval.json")))
-    t3 = time.time()
     return {"variant": name, "seed": seed, "miou": result["miou"], "miou_slidr": result["miou_slidr"],
-            "accuracy": result["accuracy"], "pretrain_s": t1 - t0, "probe_s": t2 - t1, "eval_s": t3 - t2}
+            "accuracy": result["accuracy"], "pretrain_s": t1 - t0, "probe_s": t2 - t1}
 
 
 def summarise(rows: Sequence[dict[str, Any]], order: Sequence[str]) -> list[dict[str, Any]]:
@@ -217,16 +207,16 @@ def bar_chart(summary: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--output_dir", default="outputs/reproduce_synthetic")
+    p = argparse.ArgumentParser(prog="reproduce_synthetic.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--output-dir", default="outputs/reproduce_synthetic")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--smoke", action="store_true", help="tiny world and 1-step schedules (tests every code path)")
     p.add_argument("--backbone", default=None, help="override the budget's backbone (e.g. minkunet34)")
-    p.add_argument("--pretrain_steps", type=int, default=None)
-    p.add_argument("--probe_steps", type=int, default=None)
+    p.add_argument("--pretrain-steps", type=int, default=None)
+    p.add_argument("--probe-steps", type=int, default=None)
     p.add_argument("--beams", type=int, default=None, help="beams of the probed sensor (the second gets twice as many)")
-    return p.parse_args(argv)
+    return parse_cli(p, argv)
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -256,4 +246,4 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_cli("reproduce_synthetic.py", lambda: main(parse_args()))

@@ -13,48 +13,6 @@ import pytest
 from largead import demo
 
 
-def test_find_query_point_picks_the_largest_object_centre() -> None:
-    # class 2 has two objects: instance 7 (3 points) and instance 9 (5 points, median x = 12.5 at index 6).
-    labels = np.array([0, 2, 2, 2, 2, 2, 2, 2, 2, 1])
-    instances = np.array([0, 7, 7, 7, 9, 9, 9, 9, 9, 0])
-    points = np.zeros((10, 4), np.float32)
-    points[:, 0] = [0, 1, 2, 3, 20, 10, 12.5, 13, 11, 5]
-    points[:, 1] = [0, 0, 0, 0, 0, 0, 0.1, 0, 0, 0]
-    assert demo.find_query_point(labels, instances, points, class_id=2, min_points=2) == 6
-    assert demo.find_query_point(labels, instances, points, class_id=2, min_points=6) is None  # no object that big
-    assert demo.find_query_point(labels, instances, points, class_id=3) is None  # class absent
-
-
-def test_training_dir_is_this_checkout() -> None:
-    assert demo.training_dir() == Path(__file__).resolve().parents[1] / "training"
-
-
-def test_missing_checkout_gives_one_clear_error(tmp_path: Path, monkeypatch, capsys) -> None:
-    from largead import cli
-
-    monkeypatch.setattr(demo, "training_dir", lambda: tmp_path / "site-packages" / "training")
-    with pytest.raises(demo.SourceCheckoutError, match="needs a source checkout") as err:
-        demo.run_demo(tmp_path / "out", quick=True)
-    message = str(err.value)
-    assert ("training/pretrain.py, training/finetune.py, training/evaluate.py, training/configs, "
-            "scripts/generate_superpixels.py") in message and "git clone" in message
-    assert "pip install -e ." in message
-    assert not (tmp_path / "out").exists()  # nothing written before the check
-
-    # the CLI prints it as one line and exits 1
-    assert cli.main(["demo", "--quick", "--output-dir", str(tmp_path / "out")]) == 1
-    err_lines = capsys.readouterr().err.strip().splitlines()
-    assert len(err_lines) == 1 and "needs a source checkout" in err_lines[0]
-
-    # a partial checkout names exactly what is missing
-    partial = tmp_path / "partial" / "training"
-    (partial / "configs").mkdir(parents=True)
-    (partial / "pretrain.py").write_text("def main(args): ...\ndef parse_args(argv=None): ...\n")
-    with pytest.raises(demo.SourceCheckoutError,
-                       match=r": training/finetune\.py, training/evaluate\.py, scripts/generate_superpixels\.py\)"):
-        demo.load_training_script("pretrain", partial)
-
-
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path: Path, monkeypatch) -> None:
     import torch
@@ -65,7 +23,7 @@ def test_quick_demo_end_to_end(tmp_path: Path, monkeypatch) -> None:
     from largead.data import get_dataset
     from largead.hub import validate_folder
     from largead.superpixels import get_source, load_superpixels
-    from largead.trainer import ConfigMismatchError
+    from largead.config import ConfigMismatchError
 
     monkeypatch.setenv("LARGEAD_CACHE", str(tmp_path / "cache"))  # the synthetic teacher is trained into here
     out = tmp_path / "demo"
@@ -73,7 +31,8 @@ def test_quick_demo_end_to_end(tmp_path: Path, monkeypatch) -> None:
     result = demo.run_demo(out, quick=True, log=lines.append)
 
     # 1. superpixels: one PNG per camera image of the pretraining data, equal to the source's own maps
-    pretrain = demo.load_training_script("pretrain")
+    from largead.training import pretrain
+
     cfg = pretrain.load_pretrain_config("synthetic-tiny")
     source = get_source(cfg.superpixels.source, **cfg.superpixels.options)
     assert result.superpixel_dir == out / "superpixels" / f"superpixels_{source.tag}"

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from largead.fileio import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from largead.fileio import atomic_directory, atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 def test_writes_with_umask_permissions(tmp_path):
@@ -38,3 +38,13 @@ def test_temporary_name_keeps_the_suffix(tmp_path):
 def test_json(tmp_path):
     path = atomic_write_json(tmp_path / "r.json", {"miou": 41.5, "classes": [1, 2]})
     assert path.read_text() == '{\n  "miou": 41.5,\n  "classes": [\n    1,\n    2\n  ]\n}\n'
+
+
+def test_atomic_directory_keeps_old_on_error(tmp_path):
+    final = tmp_path / "export"
+    with atomic_directory(final) as d:
+        (d / "a.txt").write_text("1")
+    with pytest.raises(RuntimeError), atomic_directory(final) as d:
+        (d / "a.txt").write_text("2")
+        raise RuntimeError("boom")
+    assert (final / "a.txt").read_text() == "1" and sorted(p.name for p in tmp_path.iterdir()) == ["export"]

@@ -1,102 +1,14 @@
-"""Tests of largead.trainer: config parsing, run-config guard, optimiser/scheduler values, exact resume, NaN guard."""
+"""Tests of largead.trainer: optimiser/scheduler values, data order, exact resume, NaN guard (configs: test_config.py)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import pytest
 import torch
 
 from largead import trainer as T
-
-
-@dataclass
-class _Inner:
-    lr: float
-    name: Literal["a", "b"] = "a"
-
-
-@dataclass
-class _Cfg:
-    inner: _Inner
-    steps: int = 3
-    sizes: tuple[float, float, float] = (0.1, 1.0, 0.1)
-    tags: list[str] = field(default_factory=list)
-
-
-def _write(path, text):
-    path.write_text(text)
-    return path
-
-
-def test_load_config_base_overrides_and_types(tmp_path):
-    _write(tmp_path / "base.yaml", "inner: {lr: 0.5}\nsteps: 10\n")
-    child = _write(tmp_path / "child.yaml", "base: base.yaml\ninner: {name: b}\nsizes: [1, 2, 3]\n")
-    cfg = T.load_config(_Cfg, child, ["inner.lr=0.25", "tags=[x, y]", "sizes.1=5"])
-    assert cfg == _Cfg(inner=_Inner(lr=0.25, name="b"), steps=10, sizes=(1.0, 5.0, 3.0), tags=["x", "y"])
-    with pytest.raises(T.ConfigError, match="index 7 is out of range"):
-        T.load_config(_Cfg, child, ["sizes.7=1"])
-    assert T.config_to_dict(cfg)["sizes"] == [1.0, 5.0, 3.0]
-
-
-@pytest.mark.parametrize("text,override,needle", [
-    ("inner: {lr: 0.5}\nstep: 3\n", [], "'step'"),  # unknown key, named
-    ("inner: {lr: 0.5, lrr: 1}\n", [], "'inner.lrr'"),  # unknown nested key, dotted
-    ("inner: {name: a}\n", [], "missing required key 'inner.lr'"),
-    ("inner: {lr: fast}\n", [], "'inner.lr' must be a number"),
-    ("inner: {lr: 0.5}\n", ["inner.name=c"], "'inner.name' must be one of"),
-    ("inner: {lr: 0.5}\nsizes: [1, 2]\n", [], "'sizes' must be a list of 3 items"),
-    ("inner: {lr: 0.5}\nsteps: 2.5\n", [], "'steps' must be an integer"),
-])
-def test_load_config_errors_name_key_and_file(tmp_path, text, override, needle):
-    path = _write(tmp_path / "bad.yaml", text)
-    with pytest.raises(T.ConfigError) as err:
-        T.load_config(_Cfg, path, override)
-    assert needle in str(err.value) and str(path) in str(err.value)
-
-
-def test_bad_override_syntax():
-    with pytest.raises(T.ConfigError, match="key=value"):
-        T.parse_overrides(["optim.lr"])
-
-
-@pytest.mark.parametrize("value", [1e-05, 0.2, 3, True, None, "a b", [48, 80], {"seed": 0, "lr": 2.5e-4,
-                                                                             "size": [8, 8], "name": "x"}])
-def test_format_override_reads_back(value):
-    text = T.format_override(value)
-    assert "\n" not in text
-    assert T.parse_overrides([f"k={text}"]) == {"k": value}
-
-
-def test_resolve_config_path(tmp_path):
-    folder = tmp_path / "training" / "configs"
-    folder.mkdir(parents=True)
-    for stem in ("finetune-a", "linear-probe-b", "other", "_base"):
-        (folder / f"{stem}.yaml").write_text("x: 1\n")
-    elsewhere = _write(tmp_path / "mine.yaml", "x: 2\n")
-    assert T.resolve_config_path(str(elsewhere), folder) == elsewhere
-    assert T.resolve_config_path("other", folder) == folder / "other.yaml"
-    assert T.resolve_config_path("other.yaml", folder) == folder / "other.yaml"
-    with pytest.raises(FileNotFoundError, match=r"neither a file nor one of training/configs: finetune-a, "
-                                                r"linear-probe-b, other$"):
-        T.resolve_config_path("nope", folder)
-    with pytest.raises(FileNotFoundError, match=r"training/configs: finetune-a, linear-probe-b$"):
-        T.resolve_config_path("nope", folder, prefixes=("finetune-", "linear-probe-"))
-
-
-def test_run_config_guard(tmp_path):
-    T.check_run_config(tmp_path, {"a": {"b": 1, "c": 2}, "d": 3})
-    T.check_run_config(tmp_path, {"a": {"b": 1, "c": 2}, "d": 3})  # identical: fine
-    with pytest.raises(T.ConfigMismatchError) as err:
-        T.check_run_config(tmp_path, {"a": {"b": 5, "c": 2}, "e": 3})
-    msg = str(err.value)
-    assert "3 key(s)" in msg and "a.b: 1 -> 5" in msg and "'d'" not in msg.split(":")[0]
-    assert T.config_diff({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5, "c": 2}, "e": 3}) == ["a.b", "d", "e"]
-    T.check_run_config(tmp_path, {"a": {"b": 5}}, force=True)
-    T.check_run_config(tmp_path, {"a": {"b": 5}})  # the forced config was stored
 
 
 def test_sgd_scaling_and_cosine_values():
@@ -127,16 +39,6 @@ def test_adamw_onecycle_peaks_at_pct_start():
         opt.step()
         sched.step()
     assert int(np.argmax(lrs)) == 1 and max(lrs) == pytest.approx(0.01, rel=1e-6) and lrs[0] < 0.001
-
-
-def test_atomic_directory_keeps_old_on_error(tmp_path):
-    final = tmp_path / "export"
-    with T.atomic_directory(final) as d:
-        (d / "a.txt").write_text("1")
-    with pytest.raises(RuntimeError), T.atomic_directory(final) as d:
-        (d / "a.txt").write_text("2")
-        raise RuntimeError("boom")
-    assert (final / "a.txt").read_text() == "1" and sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
 def test_resume_position():

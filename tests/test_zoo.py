@@ -27,8 +27,8 @@ def test_default_teacher_alias_resolves_to_the_unsuffixed_name():
 def test_entry_metadata():
     info = zoo.model_info("largead/minkunet34-seem-nkw")
     assert info.pretraining_datasets == ("nuscenes", "semantickitti", "waymo")
-    assert info.voxel_size == (0.1, 1.0, 0.1) and info.cylindrical
-    assert info.in_channels == 1 and info.feature_dim == 64
+    assert info.config.voxel_size == (0.1, 1.0, 0.1) and info.config.cylindrical
+    assert info.config.in_channels == 1 and info.config.out_channels == 64
     assert info.config_file == "training/configs/minkunet34-seem-nkw.yaml"
     assert not info.published
     lp = [r for r in info.paper_results if r.protocol == "linear_probe" and r.dataset == "nuscenes"]
@@ -84,5 +84,39 @@ def test_resolve_rejects_unknown_short_name():
 
 def test_encoder_config_fields():
     cfg = zoo.encoder_config("minkunet34-sam-k-vit-s")
-    assert cfg == {"backbone": "minkunet34", "in_channels": 1, "out_channels": 64, "feature_mode": "intensity",
-                   "voxel_size": [0.1, 1.0, 0.1], "cylindrical": True}
+    d = cfg.to_dict()
+    assert {k: d[k] for k in ("backbone", "in_channels", "out_channels", "feature_mode", "voxel_size",
+                              "cylindrical", "normalize_output", "bn_momentum", "block_bn_momentum")} == {
+        "backbone": "minkunet34", "in_channels": 1, "out_channels": 64, "feature_mode": "intensity",
+        "voxel_size": [0.1, 1.0, 0.1], "cylindrical": True, "normalize_output": True, "bn_momentum": 0.05,
+        "block_bn_momentum": 0.1}  # REFERENCE: SLidR's MinkUNet-34 pretraining encoder
+    cfg.out_channels = 3  # a copy: the zoo entry is untouched
+    assert zoo.model_info("minkunet34-sam-k-vit-s").config.out_channels == 64
+
+
+def test_create_encoder_builds_every_entry_from_its_config():
+    import torch
+
+    from largead import LargeADEncoder, create_encoder
+
+    n_params = None
+    for name in zoo.list_models():
+        info = zoo.model_info(name)
+        with torch.device("meta"):  # the architecture without allocating 81 x 38 M weights
+            enc = create_encoder(name, pretrained=False)
+        assert isinstance(enc, LargeADEncoder) and enc.config == info.config, name
+        assert enc.final.kernel.shape[-1] == info.config.out_channels
+        count = sum(p.numel() for p in enc.parameters())
+        assert n_params in (None, count)
+        n_params = count
+        if name == "largead/minkunet34-random":
+            assert count == 37_849_184  # REFERENCE: MinkUNet-34, in 1, out 64
+    torch.manual_seed(0)
+    a = create_encoder("minkunet34-seem-nkw").state_dict()
+    torch.manual_seed(0)
+    b = create_encoder("largead/minkunet34-seem-nkw-vit-b").state_dict()  # alias, same architecture and seed
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(TypeError, match="takes no loading options"):
+        create_encoder("minkunet34-seem-nkw", revision="main")
+    with pytest.raises(zoo.UnknownModelError, match="Closest known names"):
+        create_encoder("minkunet34-seem-nwk")

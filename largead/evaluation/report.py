@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from largead import PAPER_URL
 from largead.fileio import atomic_write_text
 
 __all__ = ["eval_results", "update_model_card", "write_results"]
@@ -109,7 +110,7 @@ def update_model_card(folder: str | os.PathLike, results: Mapping[str, Any], mod
         data = ModelCardData(library_name="largead", license="apache-2.0",
                              tags=["lidar", "point-cloud", "semantic-segmentation", "largead"], model_name=name)
         card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {name}\n\nLiDAR semantic segmentation model trained "
-                         "with [largead](https://arxiv.org/abs/2501.04005). Evaluation results are in the "
+                         f"with [largead]({PAPER_URL}). Evaluation results are in the "
                          "metadata above.\n")
     data = card.data
     keep = [r for r in (data.eval_results or []) if _key(r) not in {_key(n) for n in new}]

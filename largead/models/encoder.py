@@ -27,6 +27,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
+from largead import DOCS_URL, PAPER_URL, REPO_URL
 from largead.fileio import atomic_write_bytes
 from largead.models.minkunet import MINKUNET_VARIANTS, TORCH_OPS, MinkUNet, SparseOps
 from largead.sparse import (
@@ -41,9 +42,6 @@ from largead.sparse import (
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 BACKENDS = ("torch", "minkowski")
-PAPER_URL = "https://arxiv.org/abs/2501.04005"
-REPO_URL = "https://github.com/largead/largead"  # the project repository, shown in pushed model cards
-DOCS_URL = "https://github.com/largead/largead#readme"
 
 
 class CheckpointMismatchError(ValueError):
@@ -59,14 +57,19 @@ class WeightsNotAvailableError(LocalEntryNotFoundError):
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass
 class LargeADConfig:
-    """Architecture, voxelisation and input handling of a :class:`LargeADEncoder`.
+    """Architecture, voxelisation and input handling of a :class:`LargeADEncoder`: the one architecture spec of the
+    project (the zoo stores one per entry, the training configs' ``model:`` blocks are parsed into it, ``config.json``
+    is its serialisation).
 
     Attributes:
         backbone: MinkUNet variant, one of ``minkunet14/18/34/50``.
-        in_channels: input feature channels; must equal what ``feature_mode`` produces (1, or 4 for xyz_intensity).
+        in_channels: input feature channels; derived from ``feature_mode`` when omitted (1, or 4 for xyz_intensity),
+            and must agree with it when given.
         out_channels: width of ``final`` (64 for pretrained encoders, the class count for a fine-tuned one).
         feature_mode: per-point input features, see :data:`largead.sparse.FEATURE_MODES`.
-        voxel_size: (rho [m], phi [deg], z [m]) when ``cylindrical``, else (x, y, z) [m]. SLidR: (0.1, 1.0, 0.1).
+        voxel_size: (rho [m], phi [deg], z [m]) when ``cylindrical``, else (x, y, z) [m]. SLidR: (0.1, 1.0, 0.1). A
+            single number ``v`` is read as SLidR's ``voxel_size`` option: ``(v, 1.0, v)`` cylindrical (SLidR bins the
+            azimuth by 1 degree whatever the voxel size), ``(v, v, v)`` Cartesian.
         cylindrical: cylindrical (SLidR) or Cartesian voxels.
         normalize_output: L2-normalise the per-voxel output of ``final`` (pretraining projection head).
         bn_momentum: momentum of the stem/encoder/decoder/downsample BatchNorms (0.05 pretraining, 0.02 fine-tuning).
@@ -75,13 +78,16 @@ class LargeADConfig:
         input_norm: ``{dataset: (mean, std)}`` applied as ``(intensity - mean) / std`` when a scan is embedded with
             ``dataset=...`` (LargeAD's per-dataset normalisation; nuScenes intensity is 0-255, SemanticKITTI 0-1).
         backend: ``"torch"`` (largead.sparse) or ``"minkowski"`` (MinkowskiEngine, optional install).
+
+    Field types are checked (``"cylindrical": "no"`` is an error, not ``True``); :meth:`from_dict` and :meth:`load`
+    name the file and the field in every error.
     """
 
     backbone: str = "minkunet34"
-    in_channels: int = 1
+    in_channels: int | None = None
     out_channels: int = 64
     feature_mode: str = "intensity"
-    voxel_size: tuple[float, float, float] = (0.1, 1.0, 0.1)
+    voxel_size: tuple[float, float, float] | float = (0.1, 1.0, 0.1)
     cylindrical: bool = True
     normalize_output: bool = True
     bn_momentum: float = 0.05
@@ -90,27 +96,40 @@ class LargeADConfig:
     backend: str = "torch"
 
     def __post_init__(self) -> None:
+        for name in ("backbone", "feature_mode", "backend"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in ("cylindrical", "normalize_output"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{name} must be true or false, got {value!r} ({type(value).__name__})")
+            setattr(self, name, bool(value))
         if self.backbone not in MINKUNET_VARIANTS:
             raise ValueError(f"unknown backbone {self.backbone!r}; known: {', '.join(MINKUNET_VARIANTS)}")
         if self.feature_mode not in FEATURE_MODES:
             raise ValueError(f"unknown feature_mode {self.feature_mode!r}; known: {', '.join(FEATURE_MODES)}")
+        expected = feature_channels(self.feature_mode)
+        if self.in_channels is None:
+            self.in_channels = expected
         for name in ("in_channels", "out_channels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
             setattr(self, name, int(value))
-        expected = feature_channels(self.feature_mode)
         if self.in_channels != expected:
             raise ValueError(f"feature_mode {self.feature_mode!r} gives {expected} input channel(s) but in_channels is "
                              f"{self.in_channels}; set in_channels={expected} or choose another feature_mode")
-        self.voxel_size = VoxelGrid(tuple(self.voxel_size), bool(self.cylindrical)).voxel_size  # validates
-        self.cylindrical = bool(self.cylindrical)
-        self.normalize_output = bool(self.normalize_output)
+        voxel = self.voxel_size
+        if isinstance(voxel, (int, float, np.floating, np.integer)) and not isinstance(voxel, bool):
+            voxel = (float(voxel), 1.0, float(voxel)) if self.cylindrical else (float(voxel),) * 3
+        elif not isinstance(voxel, (list, tuple, np.ndarray)):
+            raise ValueError(f"voxel_size must be a number or three numbers, got {voxel!r}")
+        self.voxel_size = VoxelGrid(tuple(voxel), self.cylindrical).voxel_size  # validates
         for name in ("bn_momentum", "block_bn_momentum"):
             value = getattr(self, name)
             if value is None and name == "block_bn_momentum":
                 continue
-            if not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {value!r}")
             setattr(self, name, float(value))
         if not isinstance(self.input_norm, Mapping):
@@ -142,18 +161,24 @@ class LargeADConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> LargeADConfig:
-        """Build from a dict; unknown keys raise ValueError (naming ``source``) rather than being ignored."""
+        """Build from a dict with the project's typed config system (:func:`largead.config.from_dict`): unknown keys,
+        wrong types and out-of-range values raise :class:`~largead.config.ConfigError` (a ``ValueError``) naming
+        ``source`` and the field."""
+        from largead.config import ConfigError, from_dict
+
         if not isinstance(data, Mapping):
-            raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")  # noqa: TRY004 - bad file
+            raise ConfigError(f"{source}: expected a JSON object of LargeADConfig fields, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{source}: unknown LargeADConfig keys {unknown} (known: {sorted(known)}); "
-                             "the file may come from a newer largead version")
+            raise ConfigError(f"{source}: unknown LargeADConfig keys {unknown} (known: {sorted(known)}); "
+                              "the file may come from a newer largead version")
         try:
-            return cls(**dict(data))
-        except ValueError as err:
-            raise ValueError(f"{source}: {err}") from None
+            return from_dict(cls, dict(data), source=source)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{source}: {err}") from None
 
     def to_json_string(self) -> str:
         """The configuration as indented JSON with sorted keys."""
@@ -166,11 +191,13 @@ class LargeADConfig:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LargeADConfig:
         """Read a ``config.json`` written by :meth:`save` (errors name the file)."""
+        from largead.config import ConfigError
+
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: not valid JSON ({err})") from None
         return cls.from_dict(data, source=str(path))
 
 
@@ -439,24 +466,20 @@ class LargeADEncoder(
     @classmethod
     def _load_as_safetensor(cls, model: LargeADEncoder, model_file: str, map_location: str,
                             strict: bool) -> LargeADEncoder:
-        """Load ``model_file`` into ``model`` strictly (``strict`` is ignored: loading is always strict)."""
-        from safetensors.torch import load_file
+        """Load ``model_file`` (``model.safetensors``, or a weights-only ``pytorch_model.bin``) into ``model``,
+        always strictly (``strict`` is ignored); the mixin's pickle hook is the same function."""
+        if str(model_file).endswith(".safetensors"):
+            from safetensors.torch import load_file
 
-        state = load_file(model_file, device="cpu")
+            state = load_file(model_file, device="cpu")
+        else:
+            state = torch.load(model_file, map_location="cpu", weights_only=True)
         load_state_dict_strict(model, state, model_file)
         model.to(map_location)
         model.eval()
         return model
 
-    @classmethod
-    def _load_as_pickle(cls, model: LargeADEncoder, model_file: str, map_location: str,
-                        strict: bool) -> LargeADEncoder:
-        """Strict loading of a ``pytorch_model.bin`` (weights only)."""
-        state = torch.load(model_file, map_location="cpu", weights_only=True)
-        load_state_dict_strict(model, state, model_file)
-        model.to(map_location)
-        model.eval()
-        return model
+    _load_as_pickle = _load_as_safetensor
 
 
 __all__ = [

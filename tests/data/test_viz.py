@@ -118,3 +118,17 @@ def test_feature_and_similarity_pngs(tmp_path):
     for p in (a, b):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
     assert not list(tmp_path.glob(".*")), "temporary files left behind"
+
+
+def test_find_query_point_picks_the_largest_object_centre() -> None:
+    from largead.viz import find_query_point
+
+    # class 2 has two objects: instance 7 (3 points) and instance 9 (5 points, median x = 12.5 at index 6).
+    labels = np.array([0, 2, 2, 2, 2, 2, 2, 2, 2, 1])
+    instances = np.array([0, 7, 7, 7, 9, 9, 9, 9, 9, 0])
+    points = np.zeros((10, 4), np.float32)
+    points[:, 0] = [0, 1, 2, 3, 20, 10, 12.5, 13, 11, 5]
+    points[:, 1] = [0, 0, 0, 0, 0, 0, 0.1, 0, 0, 0]
+    assert find_query_point(labels, instances, points, class_id=2, min_points=2) == 6
+    assert find_query_point(labels, instances, points, class_id=2, min_points=6) is None  # no object that big
+    assert find_query_point(labels, instances, points, class_id=3) is None  # class absent

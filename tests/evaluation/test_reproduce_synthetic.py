@@ -16,7 +16,6 @@ _spec = importlib.util.spec_from_file_location("reproduce_synthetic", REPO / "sc
 repro = importlib.util.module_from_spec(_spec)
 sys.modules["reproduce_synthetic"] = repro  # dataclasses resolve annotations through sys.modules
 _spec.loader.exec_module(repro)
-sys.path.insert(0, str(REPO))
 
 
 def test_summary_table_and_chart(tmp_path: Path) -> None:
@@ -49,8 +48,8 @@ def test_variant_configs() -> None:
     assert slic["objective"]["weights"] == {"vfm": 1.0, "tmp": 0.0, "p2s": 0.0, "cdp": 0.0}
     assert multi["train"]["seed"] == 2 and slic["train"]["steps"] == multi["train"]["steps"] == b.pretrain_steps
     assert slic["train"]["batch_size"] == multi["train"]["batch_size"]  # same budget for every variant
-    from largead.trainer import from_dict
-    from training.pretrain import PretrainConfig
+    from largead.config import from_dict
+    from largead.training.pretrain import PretrainConfig
 
     for cfg in (multi, slic):  # the generated mappings are valid pretraining configs
         assert from_dict(PretrainConfig, cfg).model.backbone == b.backbone
@@ -58,7 +57,7 @@ def test_variant_configs() -> None:
 
 @pytest.mark.slow
 def test_smoke_run(tmp_path: Path) -> None:
-    res = repro.main(repro.parse_args(["--smoke", "--output_dir", str(tmp_path), "--seeds", "0",
+    res = repro.main(repro.parse_args(["--smoke", "--output-dir", str(tmp_path), "--seeds", "0",
                                        "--variants", "random", "slic", "synthetic-vfm+temporal"]))
     assert [s["variant"] for s in res["summary"]] == ["random", "slic", "synthetic-vfm+temporal"]
     assert all(0.0 <= r["miou"] <= 1.0 for r in res["runs"])

@@ -50,7 +50,7 @@ def test_config_json_round_trip(tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"backbone": "minkunet99"}, "known: minkunet14, minkunet18, minkunet34, minkunet50"),
-    ({"feature_mode": "xyz_intensity"}, "gives 4 input channel.*in_channels is 1"),
+    ({"feature_mode": "xyz_intensity", "in_channels": 1}, "gives 4 input channel.*in_channels is 1"),
     ({"in_channels": 4}, "gives 1 input channel.*in_channels is 4"),
     ({"feature_mode": "rgb"}, "unknown feature_mode 'rgb'"),
     ({"voxel_size": (0.1, 0.0, 0.1)}, "voxel_size"),
@@ -63,6 +63,37 @@ def test_config_json_round_trip(tmp_path):
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LargeADConfig(**kwargs)
+
+
+def test_in_channels_follow_the_feature_mode_and_scalar_voxel_size_is_slidr_s():
+    assert LargeADConfig().in_channels == 1 and LargeADConfig(feature_mode="xyz_intensity").in_channels == 4
+    assert LargeADConfig(voxel_size=0.05).voxel_size == (0.05, 1.0, 0.05)  # SLidR: phi binned by 1 degree
+    assert LargeADConfig(voxel_size=0.05, cylindrical=False).voxel_size == (0.05, 0.05, 0.05)
+
+
+@pytest.mark.parametrize("data, match", [
+    ({"cylindrical": "no"}, "'cylindrical' must be true or false, got 'no'"),
+    ({"normalize_output": "false"}, "'normalize_output' must be true or false"),
+    ({"out_channels": "64"}, "'out_channels' must be an integer"),
+    ({"voxel_size": "0.1"}, "'voxel_size' must be"),
+    ({"bn_momentum": True}, "'bn_momentum' must be a number"),
+])
+def test_config_json_fields_are_typed(tmp_path, data, match):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**LargeADConfig().to_dict(), **data}))
+    with pytest.raises(ValueError, match=match) as err:
+        LargeADConfig.load(path)
+    assert str(path) in str(err.value)
+    assert LargeADConfig.from_dict({"voxel_size": 0.05}).voxel_size == (0.05, 1.0, 0.05)
+
+
+@pytest.mark.parametrize("text, match", [("{not json", "not valid JSON"), ("[1, 2]", "expected a JSON object")])
+def test_config_json_that_is_not_an_object_names_the_file(tmp_path, text, match):
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match) as err:
+        LargeADConfig.load(path)
+    assert str(path) in str(err.value)
 
 
 def test_config_unknown_key_is_an_error(tmp_path):

@@ -19,9 +19,9 @@ from largead.data.synthetic import SYNTHETIC_CLASSES
 from largead.models.encoder import LargeADConfig, LargeADEncoder
 from largead.models.heads import SegmentationModel
 
+from largead.training import evaluate
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-from training import evaluate
 
 OPTS = dict(num_sequences=1, frames_per_sequence=3, num_cameras=1, beams=16, azimuth_resolution=1.0)
 OPT_ARGS = [a for k, v in OPTS.items() for a in ("--option", f"{k}={v}")]

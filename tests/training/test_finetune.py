@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from largead.config import ConfigError
 from largead.models.heads import SegmentationModel
-from largead.trainer import ConfigError, list_checkpoints
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-from training import finetune
-
-CONFIGS = REPO / "training" / "configs"
+from largead.trainer import list_checkpoints
+from largead.training import CONFIG_DIR as CONFIGS
+from largead.training import finetune
 TINY = ["data.options={num_sequences: 2, frames_per_sequence: 2, num_cameras: 1, beams: 16, azimuth_resolution: 2.0}",
         "model.backbone=minkunet14", "batch_size=2", "epochs=1", "checkpointing_steps=1"]
 
@@ -42,7 +38,7 @@ def test_cli_overrides_and_bad_keys() -> None:
     args = finetune.parse_args(["--output_dir", "x", "--pretrained", "none", "--label_fraction", "25",
                                 "--mode", "linear_probe", "optim.lr=0.1"])
     cfg = finetune.load_run_config(args)
-    assert cfg.model.pretrained is None and cfg.data.label_fraction == 25 and cfg.mode == "linear_probe"
+    assert cfg.pretrained is None and cfg.data.label_fraction == 25 and cfg.mode == "linear_probe"
     assert cfg.optim.lr == 0.1
     with pytest.raises(ConfigError, match="optim.lrr"):
         finetune.load_run_config(finetune.parse_args(["--output_dir", "x", "optim.lrr=0.1"]))
@@ -80,9 +76,9 @@ def test_refuses_pretrained_with_other_voxelisation(tmp_path: Path) -> None:
     LargeADEncoder(LargeADConfig(backbone="minkunet14", voxel_size=(0.05, 0.05, 0.05), cylindrical=False)
                    ).save_pretrained(tmp_path / "enc")
     cfg = finetune.load_run_config(finetune.parse_args(["--output_dir", "x", *TINY]))
-    cfg.model.pretrained = str(tmp_path / "enc")
+    cfg.pretrained = str(tmp_path / "enc")
     with pytest.raises(ValueError, match="voxel_size=\\(0.05, 0.05, 0.05\\), cylindrical=False but the synthetic"):
-        finetune.build_encoder(cfg.model, "synthetic")
+        finetune.build_encoder(cfg)
 
 
 @pytest.mark.slow

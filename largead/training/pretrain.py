@@ -1,0 +1,364 @@
+"""LargeAD pretraining: distil a frozen 2D teacher into a MinkUNet LiDAR encoder (diffusers-style).
+
+    accelerate launch training/pretrain.py --config training/configs/synthetic.yaml --output-dir outputs/pretrain
+    python training/pretrain.py --config synthetic-tiny --output-dir /tmp/run --max-steps 4 train.batch_size=1
+    accelerate launch -m largead.training.pretrain --config minkunet34-seem-nkw ...     # same, from an install
+
+``--config`` takes a YAML path or the name of a file in ``training/configs/``; trailing ``key=value`` arguments
+override config keys (dotted, values parsed as YAML). ``--resume_from_checkpoint latest`` (the default) continues
+from the newest ``checkpoint-{step}`` in ``output_dir``; a stored ``run_config.json`` that differs from this run's
+config is refused unless ``--force`` (then the optimiser and scheduler state still come from the checkpoint: a
+changed ``optim.lr`` does not take effect). ``--max_steps`` stops the run early (the schedule still spans
+``train.steps``), e.g. to split a run into pieces. On finish the encoder is written to ``output_dir/encoder`` as a
+Hub-ready folder (``LargeADEncoder.save_pretrained`` + README.md model card), atomically. ``output_dir/losses.jsonl``
+logs every step (loss terms, lr, the samples each process used, replica checksums when distributed).
+
+Several processes on a CPU-only machine: ``accelerate launch --multi_gpu --num_processes 2 training/pretrain.py ...``
+(accelerate's ``--cpu`` flag starts a single process unless an mpirun hostfile is configured).
+
+``training/pretrain.py`` is a thin launcher of this module; ``main(args)`` is importable without side effects
+(the ``largead demo`` command and the tests call it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from largead.models.encoder import LargeADConfig
+
+if TYPE_CHECKING:
+    import torch
+from largead.pretrain.data import PretrainDataConfig
+from largead.pretrain.model import ObjectiveConfig
+from largead.trainer import OptimizerConfig
+from largead.training import CONFIG_DIR, add_common_arguments, parse_cli
+
+
+# --------------------------------------------------------------------------------------------------- configuration
+@dataclass
+class DataSourceConfig:
+    """One pretraining dataset: ``get_dataset(name, root, split, **options)``; ``label`` names it in the batch and in
+    ``input_norm`` (default ``name``); ``ratio`` is its share in multi-source sampling; ``input_norm`` ``[mean, std]``
+    of its intensity (``None``: estimated from ``norm_frames`` frames when normalising); ``superpixels`` overrides
+    the superpixel source options for this dataset (e.g. its ``root``)."""
+
+    name: str
+    root: str | None = None
+    split: str = "train"
+    label: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    ratio: float = 1.0
+    input_norm: list[float] | None = None
+    superpixels: dict[str, Any] = field(default_factory=dict)
+    calibration_error: float = 0.0  # calibration stress test: miscalibrate camera extrinsics by this fraction when
+    # pairing points with pixels (largead.evaluation.calibration: fraction x 10 deg rotation, x 0.5 m translation)
+
+
+@dataclass
+class SuperpixelConfig:
+    """``largead.superpixels.get_source(source, **options)`` (precomputed sources read PNGs)."""
+
+    source: str = "slic"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TeacherConfig:
+    """Frozen 2D backbone + trainable head: ``name`` is ``synthetic`` (the synthetic world's teacher) or a backbone
+    understood by ``largead.models.image.ImageTeacher`` (vit-s, vit-b, vit-l, resnet50)."""
+
+    name: str = "vit-b"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Length: exactly one of ``steps`` (optimiser steps the schedule spans) or ``epochs`` (passes over the data;
+    steps = epochs x batches per epoch / grad_accum). ``batch_size`` is per process (global batch = batch_size x
+    processes x grad_accum); a checkpoint every ``checkpoint_every`` steps (0: only at the end)."""
+
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 4
+    grad_accum: int = 1
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    seed: int = 0
+    checkpoint_every: int = 500
+    checkpoint_total_limit: int | None = 3
+    log_every: int = 10
+    num_workers: int = 0
+    log_with: str | None = "tensorboard"
+
+
+@dataclass
+class PretrainConfig:
+    """The whole run. ``normalize_inputs``: per-dataset intensity normalisation (LargeAD), stored in the encoder's
+    ``config.input_norm``; ``norm_frames``: frames per dataset used to estimate missing statistics; ``segment_cache``:
+    folder of cached segments (default ``<output_dir>/segment_cache``); ``zoo_name``: the zoo entry this config
+    produces (names the model card). ``model`` is the encoder's :class:`~largead.LargeADConfig` (its
+    ``input_norm`` is filled in from the data; the output is always L2-normalised for the contrastive terms)."""
+
+    name: str
+    data: list[DataSourceConfig]
+    superpixels: SuperpixelConfig = field(default_factory=SuperpixelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    model: LargeADConfig = field(default_factory=LargeADConfig)
+    optim: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    pipeline: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    normalize_inputs: bool = False
+    norm_frames: int = 16
+    segment_cache: str | None = None
+    zoo_name: str | None = None
+
+
+def resolve_config_path(name: str) -> Path:
+    """A path, or the name of a config in ``training/configs`` (with or without ``.yaml``)."""
+    from largead.config import resolve_config_path as resolve
+
+    return resolve(name, CONFIG_DIR)
+
+
+def load_pretrain_config(name: str, overrides: Sequence[str] = ()) -> PretrainConfig:
+    """Parse a pretraining config (path or name) with ``key=value`` overrides into the typed config."""
+    from largead.config import load_config
+
+    return load_config(PretrainConfig, resolve_config_path(name), overrides)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pretrain.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML file or name in training/configs (e.g. synthetic)")
+    parser.add_argument("--output-dir", required=True, help="run folder: checkpoints/, logs/, encoder/")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (schedule unchanged)")
+    add_common_arguments(parser)
+    return parse_cli(parser, argv)
+
+
+# ----------------------------------------------------------------------------------------------------- building
+def build_teacher(cfg: TeacherConfig, out_channels: int, datasets: Sequence[Any]) -> torch.nn.Module:
+    """The frozen 2D teacher with a trainable head to ``out_channels`` (``largead.models.image``).
+
+    ``synthetic``: :class:`SyntheticTeacher` trained once on the synthetic datasets' camera images and masks (cached;
+    options ``steps``, ``batch_size``, ``lr``, ``cache_dir``); otherwise ``ImageTeacher.from_pretrained_backbone(name,
+    **options)`` (vit-s/vit-b/vit-l = DINOv2, resnet50, a Hub id or a local folder; options ``dilation``,
+    ``local_files_only``)."""
+    from largead.models import image
+
+    if cfg.name != "synthetic":
+        return image.ImageTeacher.from_pretrained_backbone(cfg.name, out_dim=out_channels, **cfg.options)
+    from largead.data.synthetic import SYNTHETIC_CLASSES
+
+    bad = [getattr(d, "name", "?") for d in datasets if not hasattr(d, "world")]
+    if bad:
+        raise ValueError(f"teacher 'synthetic' needs synthetic-world datasets, got {bad}")
+    key = {"worlds": [dataclasses.asdict(d.config) for d in datasets], "frames": [len(d) for d in datasets],
+           "splits": [d.split for d in datasets]}
+
+    def data():
+        return image.camera_training_data(c for d in datasets for i in range(len(d)) for c in d[i].cameras)
+
+    return image.SyntheticTeacher.build(key, data, len(SYNTHETIC_CLASSES), out_dim=out_channels, **cfg.options)
+
+
+def _open_datasets(cfg: PretrainConfig) -> tuple[list[Any], list[str]]:
+    from largead.data import get_dataset
+
+    datasets = [get_dataset(d.name, d.root, d.split, **d.options) for d in cfg.data]
+    labels = [d.label or d.name for d in cfg.data]
+    return datasets, labels
+
+
+def pairing_datasets(cfg: PretrainConfig, datasets: Sequence[Any]) -> list[Any]:
+    """The datasets that pair points with pixels: each source with ``calibration_error > 0`` is wrapped so its
+    camera extrinsics are miscalibrated by that fraction (the calibration stress test; the images, the teacher and
+    the temporal segments are untouched)."""
+    from largead.evaluation.calibration import PerturbedExtrinsics
+
+    return [PerturbedExtrinsics(ds, d.calibration_error, seed=cfg.train.seed) if d.calibration_error else ds
+            for d, ds in zip(cfg.data, datasets)]
+
+
+def _input_norm(cfg: PretrainConfig, datasets: Sequence[Any], labels: Sequence[str]) -> dict[str, list[float]]:
+    """Per-dataset ``[mean, std]`` (given, or estimated from evenly spaced frames)."""
+    import numpy as np
+
+    from largead.pretrain.multisource import intensity_stats
+
+    if not cfg.normalize_inputs:
+        return {}
+    norm = {}
+    for dcfg, ds, label in zip(cfg.data, datasets, labels):
+        if dcfg.input_norm is not None:
+            norm[label] = [float(v) for v in dcfg.input_norm]
+            continue
+        picks = np.unique(np.linspace(0, len(ds) - 1, min(cfg.norm_frames, len(ds))).round().astype(int))
+        norm[label] = list(intensity_stats(ds[int(i)].points[:, 3] for i in picks))
+    return norm
+
+
+# --------------------------------------------------------------------------------------------------------- main
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Run (or resume) pretraining; returns ``{"output_dir", "encoder_dir", "steps", "losses", "seconds"}``
+    (``losses``: the global mean loss of every optimiser step run by this call)."""
+    import torch
+    from accelerate.utils import gather_object
+
+    from largead import LargeADEncoder
+    from largead import trainer as T
+    from largead.config import ConfigError, check_run_config, config_to_dict
+    from largead.fileio import atomic_directory
+    from largead.pretrain.data import PretrainDataset, collate_pretrain
+    from largead.pretrain.model import PretrainModel
+    from largead.pretrain.multisource import MultiSourceSampler
+    from largead.pretrain.temporal import SegmentCache
+    from largead.superpixels import get_source
+
+    cfg = load_pretrain_config(args.config, args.overrides)
+    out = Path(args.output_dir)
+    tc = cfg.train
+    if (tc.steps is None) == (tc.epochs is None):
+        raise ConfigError(f"{args.config}: set exactly one of train.steps and train.epochs")
+    acc = T.make_accelerator(out, tc.mixed_precision, tc.grad_accum, tc.log_with, tc.seed, tc.checkpoint_total_limit)
+    check_run_config(out, config_to_dict(cfg), force=args.force, write=acc.is_main_process)
+    acc.wait_for_everyone()
+
+    datasets, labels = _open_datasets(cfg)
+    input_norm = _input_norm(cfg, datasets, labels)
+    mc = cfg.model
+    enc_cfg = dataclasses.replace(mc, normalize_output=True, input_norm=input_norm)
+    with acc.main_process_first():  # a teacher trained on first use is trained (and cached) once
+        teacher = build_teacher(cfg.teacher, mc.out_channels, datasets)
+    torch.manual_seed(tc.seed)  # identical initial weights whatever the process or cache state
+    encoder = LargeADEncoder(enc_cfg)
+    teacher.head.reset_parameters()
+    model = PretrainModel(encoder, teacher, cfg.objective)
+
+    sources = [get_source(cfg.superpixels.source, **{**cfg.superpixels.options, **d.superpixels}) for d in cfg.data]
+    cache = SegmentCache(cfg.segment_cache or out / "segment_cache")
+    dataset = PretrainDataset(pairing_datasets(cfg, datasets), sources, cfg.pipeline, cache, seed=tc.seed,
+                              names=labels)
+    sampler = None
+    if len(datasets) > 1:  # the index is grouped by dataset, in config order, as the sampler expects
+        sampler = MultiSourceSampler(dataset.sizes(), [d.ratio for d in cfg.data], seed=tc.seed)
+    collate = functools.partial(collate_pretrain, grid=encoder.grid, feature_mode=mc.feature_mode,
+                                input_norm=input_norm, datasets=labels)
+    loader = T.make_dataloader(dataset, tc.batch_size, collate, seed=tc.seed, num_workers=tc.num_workers,
+                               sampler=sampler)
+    global_batch = tc.batch_size * acc.num_processes * tc.grad_accum
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = T.build_optimizer(params, cfg.optim, global_batch)
+    model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    total = tc.steps if tc.steps is not None else max(1, tc.epochs * len(loader) // tc.grad_accum)
+    scheduler = T.build_scheduler(optimizer, cfg.optim, total)
+    acc.register_for_checkpointing(scheduler)
+
+    resume_arg = None if str(args.resume_from_checkpoint).lower() == "none" else args.resume_from_checkpoint
+    step = T.resume(acc, out, resume_arg)
+    stop = min(total, args.max_steps) if args.max_steps is not None else total
+    log_path = out / "losses.jsonl"
+    if acc.is_main_process and log_path.is_file():  # drop steps logged after the checkpoint we resume from
+        kept = [ln for ln in log_path.read_text().splitlines() if json.loads(ln)["step"] <= step]
+        log_path.write_text("".join(ln + "\n" for ln in kept))
+    if tc.log_with:
+        acc.init_trackers("pretrain")
+    epoch, skip = T.resume_position(step, len(loader), tc.grad_accum)
+    bar = T.progress_bar(acc, stop, initial=step)
+    losses: list[float] = []
+    micro: list[torch.Tensor] = []
+    seen: list[int] = []
+    start = time.time()
+    while step < stop:
+        for batch in T.epoch_batches(acc, loader, epoch, skip):
+            with acc.accumulate(model):
+                terms = model(batch)
+                loss = terms["loss"]
+                T.check_finite_loss(acc, loss, step, out)
+                acc.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            micro.append(torch.stack([terms[k].detach().float() for k in sorted(terms)]))
+            seen.extend(batch.indices)
+            if not acc.sync_gradients:
+                continue
+            scheduler.step()
+            step += 1
+            mean = acc.reduce(torch.stack(micro).mean(0), reduction="mean")
+            logs: dict[str, Any] = {k: float(v) for k, v in zip(sorted(terms), mean.tolist())}
+            logs["lr"] = scheduler.get_last_lr()[0]
+            # which samples each process used in this step, and a checksum of each replica's weights
+            logs["samples"] = gather_object([seen])
+            if acc.num_processes > 1:
+                logs["replica_checksums"] = gather_object([_checksum(model)])
+            micro, seen = [], []
+            losses.append(logs["loss"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.4f}")
+            if tc.log_with and (step % tc.log_every == 0 or step == stop):
+                acc.log({k: v for k, v in logs.items() if isinstance(v, float)}, step=step)
+            if acc.is_main_process:
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps({"step": step, **logs}) + "\n")
+            if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or step == stop:
+                T.save_checkpoint(acc, out, step, tc.checkpoint_total_limit)
+            if step >= stop:
+                break
+        epoch, skip = epoch + 1, 0
+    bar.close()
+    seconds = time.time() - start
+    encoder_dir = out / "encoder"
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        unwrapped = acc.unwrap_model(model)
+        recipe = {**config_to_dict(cfg), "datasets": [d.name for d in cfg.data],
+                  "superpixels": _superpixel_kind(cfg.superpixels), "teacher": cfg.teacher.name, "steps_done": step}
+        with atomic_directory(encoder_dir) as tmp:
+            unwrapped.encoder.save_pretrained(tmp)
+            _write_card(tmp, recipe, cfg.zoo_name, cfg.name)
+    T.finish(acc)
+    return {"output_dir": str(out), "encoder_dir": str(encoder_dir), "steps": step, "losses": losses,
+            "seconds": seconds}
+
+
+def _superpixel_kind(sp: SuperpixelConfig) -> str:
+    """The superpixels' real origin: a ``precomputed`` source names the kind of PNGs it reads."""
+    return str(sp.options.get("kind", sp.source)) if sp.source == "precomputed" else sp.source
+
+
+def _checksum(model: torch.nn.Module) -> float:
+    """Sum of |w| over all parameters (float64): equal on every replica when DDP keeps them in sync."""
+    import torch
+
+    with torch.no_grad():
+        return float(sum(p.detach().double().abs().sum() for p in model.parameters()))
+
+
+def _write_card(folder: Path, recipe: dict[str, Any], zoo_name: str | None, run_name: str) -> None:
+    """README.md model card (``largead.cards.write_card``): the zoo entry's card when the config names one, else a
+    card for ``your-org/largead-<config name>`` (rename the org when pushing)."""
+    from largead.cards import write_card
+
+    write_card(folder, recipe, name=zoo_name, repo_id=None if zoo_name else f"your-org/largead-{run_name}")
+
+
+def cli(argv: Sequence[str] | None = None) -> None:
+    """``training/pretrain.py`` / ``python -m largead.training.pretrain``: errors are one line (see
+    :func:`largead.training.run_cli`)."""
+    from largead.training import run_cli
+
+    run_cli("pretrain.py", lambda: main(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    cli()
