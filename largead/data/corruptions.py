@@ -48,7 +48,7 @@ of the frame's registered dataset, or passed explicitly as ``vehicle_classes`` /
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -107,6 +107,153 @@ def _rays(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return r, xyz / np.maximum(r, 1e-9)[:, None]
 
 
+@dataclass
+class _Job:
+    """What a corruption function reads: the frame, its points, the severity index, the random generator and the
+    options of :func:`corrupt`."""
+
+    frame: Frame
+    pts: np.ndarray
+    s: int
+    rng: np.random.Generator
+    nusc: bool
+    num_beams: int | None
+    vehicle_classes: Sequence[int] | None
+    ground_classes: Sequence[int] | None
+
+    @property
+    def n(self) -> int:
+        return len(self.pts)
+
+    def beams(self) -> tuple[np.ndarray, int]:
+        """Beam index of every point (``extra["ring"]`` if the reader gave it, else estimated) and the beam count."""
+        ring = self.frame.extra.get("ring")
+        b = self.num_beams or (32 if self.nusc else 64)
+        if ring is not None:
+            ring = np.asarray(ring).astype(np.int64)
+            if ring.shape != (self.n,):
+                raise ValueError(f"corrupt: extra['ring'] has shape {ring.shape}, expected ({self.n},)")
+            return ring, max(b, int(ring.max()) + 1 if self.n else b)
+        return estimate_beams(self.pts, b), b
+
+
+@dataclass
+class _Effect:
+    """What a corruption does: ``keep`` (indices of the input points that survive), ``kept`` (their possibly
+    modified values), ``added`` (new points, labelled ignore) and ``relabel`` (input points that become ignore)."""
+
+    keep: np.ndarray
+    kept: np.ndarray
+    added: np.ndarray | None = None
+    relabel: np.ndarray | None = None
+
+
+def _drop(job: _Job, lost: np.ndarray) -> _Effect:
+    keep = np.nonzero(~lost)[0]
+    return _Effect(keep, job.pts[keep].copy())
+
+
+def _fog(job: _Job) -> _Effect:
+    pts, n, rng = job.pts, job.n, job.rng
+    beta = FOG_BETA[job.s]
+    r, dirs = _rays(pts)
+    att = np.exp(-2.0 * beta * r)
+    lost = rng.random(n) > att
+    scatter = lost & (rng.random(n) < 0.5)
+    effect = _drop(job, lost)
+    effect.kept[:, 3] *= att[effect.keep].astype(pts.dtype)
+    d = 1.0 + (np.maximum(r[scatter], 1.0) - 1.0) * rng.random(int(scatter.sum())) ** 2
+    effect.added = np.zeros((len(d), pts.shape[1]), pts.dtype)
+    effect.added[:, :3] = dirs[scatter] * d[:, None]
+    effect.added[:, 3] = 0.1 * pts[scatter, 3]
+    return effect
+
+
+def _snow(job: _Job) -> _Effect:
+    pts, n, rng = job.pts, job.n, job.rng
+    rate = SNOW_RATE[job.s]
+    r, dirs = _rays(pts)
+    hit = rng.random(n) < 1.0 - np.exp(-0.004 * rate * r)
+    effect = _drop(job, hit)
+    imax = float(pts[:, 3].max()) if n else 1.0
+    d = r[hit] * rng.uniform(0.05, 1.0, int(hit.sum()))
+    m = round(0.01 * rate * n)
+    az = rng.uniform(-np.pi, np.pi, m)
+    rho = rng.uniform(2.0, 20.0, m)
+    zlo, zhi = (float(pts[:, 2].min()), float(pts[:, 2].max())) if n else (-2.0, 2.0)
+    added = np.zeros((int(hit.sum()) + m, pts.shape[1]), pts.dtype)
+    added[: len(d), :3] = dirs[hit] * d[:, None]
+    added[len(d):, 0] = rho * np.cos(az)
+    added[len(d):, 1] = rho * np.sin(az)
+    added[len(d):, 2] = rng.uniform(zlo, zhi, m)
+    added[:, 3] = rng.uniform(0.0, 0.1 * imax, len(added))
+    effect.added = added
+    return effect
+
+
+def _wet_ground(job: _Job) -> _Effect:
+    labels = _require_labels(job.frame, "wet_ground")
+    ground = np.isin(labels, _class_ids(job.frame, job.ground_classes, GROUND_NAMES, "ground"))
+    rho = np.exp(-WET_WATER_HEIGHT_MM[job.s] / 1.0)
+    floor = WET_NOISE_FLOOR["nuscenes" if job.nusc else "default"][job.s]
+    effect = _drop(job, ground & (job.rng.random(job.n) < floor * (1.0 - rho)))
+    effect.kept[ground[effect.keep], 3] *= rho
+    return effect
+
+
+def _motion_blur(job: _Job) -> _Effect:
+    sigma = MOTION_BLUR_SIGMA[job.s]
+    shift = np.clip(job.rng.normal(0.0, sigma, 3), -3 * sigma, 3 * sigma)
+    std = np.array([0.1, 0.1, 0.05]) * sigma
+    jitter = np.clip(job.rng.normal(0.0, 1.0, (job.n, 3)), -3.0, 3.0) * std
+    kept = job.pts.copy()
+    kept[:, :3] = (job.pts[:, :3] + shift + jitter).astype(job.pts.dtype)
+    return _Effect(np.arange(job.n), kept)
+
+
+def _beam_missing(job: _Job) -> _Effect:
+    ring, b = job.beams()
+    lo, hi = b // 16, b - 1 - b // 16
+    k = round(BEAM_MISSING_FRACTION[job.s] * b)
+    dropped = job.rng.choice(np.arange(lo, hi + 1), size=k, replace=False)
+    return _drop(job, np.isin(ring, dropped))
+
+
+def _crosstalk(job: _Job) -> _Effect:
+    n, rng = job.n, job.rng
+    frac = CROSSTALK_FRACTION["nuscenes" if job.nusc else "default"][job.s]
+    m = round(frac * n)
+    chosen = rng.choice(n, size=m, replace=False)
+    kept = job.pts.copy()
+    kept[chosen, :4] += (3.0 * rng.normal(0.0, 1.0, (m, 4))).astype(job.pts.dtype)
+    kept[chosen, 3] = np.maximum(kept[chosen, 3], 0)
+    relabel = np.zeros(n, bool)
+    relabel[chosen] = True
+    return _Effect(np.arange(n), kept, relabel=relabel)
+
+
+def _incomplete_echo(job: _Job) -> _Effect:
+    labels = _require_labels(job.frame, "incomplete_echo")
+    vehicle = np.nonzero(np.isin(labels, _class_ids(job.frame, job.vehicle_classes, VEHICLE_NAMES, "vehicle")))[0]
+    m = round(INCOMPLETE_ECHO_DROP[job.s] * len(vehicle))
+    lost = np.zeros(job.n, bool)
+    lost[job.rng.choice(vehicle, size=m, replace=False)] = True
+    return _drop(job, lost)
+
+
+def _cross_sensor(job: _Job) -> _Effect:
+    ring, _ = job.beams()
+    keep_beam = (ring % 4 != 0, ring % 2 == 0, ring % 4 == 0)[job.s]
+    keep = np.nonzero(keep_beam)[0][::2]
+    return _Effect(keep, job.pts[keep].copy())
+
+
+_FAMILIES = {"fog": _fog, "wet_ground": _wet_ground, "snow": _snow, "motion_blur": _motion_blur,
+             "beam_missing": _beam_missing, "crosstalk": _crosstalk, "incomplete_echo": _incomplete_echo,
+             "cross_sensor": _cross_sensor}
+"""One function per Robo3D corruption family (see the module docstring for each model)."""
+
+
 def corrupt(frame: Frame, corruption: str, severity: str | int, seed: int = 0, *, num_beams: int | None = None,
             vehicle_classes: Sequence[int] | None = None, ground_classes: Sequence[int] | None = None) -> Frame:
     """Apply Robo3D corruption ``corruption`` at ``severity`` (``"light"``/``"moderate"``/``"heavy"`` or 0/1/2).
@@ -119,100 +266,13 @@ def corrupt(frame: Frame, corruption: str, severity: str | int, seed: int = 0, *
     s = SEVERITIES.index(severity) if isinstance(severity, str) and severity in SEVERITIES else severity
     if not isinstance(s, (int, np.integer)) or not 0 <= s < 3:
         raise ValueError(f"corrupt: severity must be one of {SEVERITIES} or 0..2, got {severity!r}")
-    rng = np.random.default_rng(seed)
     pts = frame.points
-    n = len(pts)
-    nusc = frame.dataset.startswith("nuscenes")
-    keep = np.arange(n)
-    kept = pts.copy()
-    added = np.zeros((0, pts.shape[1]), pts.dtype)
-    relabel = np.zeros(n, bool)  # kept points that become ignore (crosstalk)
-
-    def beams() -> tuple[np.ndarray, int]:
-        ring = frame.extra.get("ring")
-        b = num_beams or (32 if nusc else 64)
-        if ring is not None:
-            ring = np.asarray(ring).astype(np.int64)
-            if ring.shape != (n,):
-                raise ValueError(f"corrupt: extra['ring'] has shape {ring.shape}, expected ({n},)")
-            return ring, max(b, int(ring.max()) + 1 if n else b)
-        return estimate_beams(pts, b), b
-
-    if corruption == "fog":
-        beta = FOG_BETA[s]
-        r, dirs = _rays(pts)
-        att = np.exp(-2.0 * beta * r)
-        lost = rng.random(n) > att
-        scatter = lost & (rng.random(n) < 0.5)
-        keep = np.nonzero(~lost)[0]
-        kept = pts[keep].copy()
-        kept[:, 3] *= att[keep].astype(pts.dtype)
-        d = 1.0 + (np.maximum(r[scatter], 1.0) - 1.0) * rng.random(int(scatter.sum())) ** 2
-        added = np.zeros((len(d), pts.shape[1]), pts.dtype)
-        added[:, :3] = dirs[scatter] * d[:, None]
-        added[:, 3] = 0.1 * pts[scatter, 3]
-    elif corruption == "snow":
-        rate = SNOW_RATE[s]
-        r, dirs = _rays(pts)
-        hit = rng.random(n) < 1.0 - np.exp(-0.004 * rate * r)
-        keep = np.nonzero(~hit)[0]
-        kept = pts[keep].copy()
-        imax = float(pts[:, 3].max()) if n else 1.0
-        d = r[hit] * rng.uniform(0.05, 1.0, int(hit.sum()))
-        m = round(0.01 * rate * n)
-        az = rng.uniform(-np.pi, np.pi, m)
-        rho = rng.uniform(2.0, 20.0, m)
-        zlo, zhi = (float(pts[:, 2].min()), float(pts[:, 2].max())) if n else (-2.0, 2.0)
-        added = np.zeros((int(hit.sum()) + m, pts.shape[1]), pts.dtype)
-        added[: len(d), :3] = dirs[hit] * d[:, None]
-        added[len(d):, 0] = rho * np.cos(az)
-        added[len(d):, 1] = rho * np.sin(az)
-        added[len(d):, 2] = rng.uniform(zlo, zhi, m)
-        added[:, 3] = rng.uniform(0.0, 0.1 * imax, len(added))
-    elif corruption == "wet_ground":
-        labels = _require_labels(frame, corruption)
-        ground = np.isin(labels, _class_ids(frame, ground_classes, GROUND_NAMES, "ground"))
-        rho = np.exp(-WET_WATER_HEIGHT_MM[s] / 1.0)
-        floor = WET_NOISE_FLOOR["nuscenes" if nusc else "default"][s]
-        lost = ground & (rng.random(n) < floor * (1.0 - rho))
-        keep = np.nonzero(~lost)[0]
-        kept = pts[keep].copy()
-        kept[ground[keep], 3] *= rho
-    elif corruption == "motion_blur":
-        sigma = MOTION_BLUR_SIGMA[s]
-        shift = np.clip(rng.normal(0.0, sigma, 3), -3 * sigma, 3 * sigma)
-        std = np.array([0.1, 0.1, 0.05]) * sigma
-        jitter = np.clip(rng.normal(0.0, 1.0, (n, 3)), -3.0, 3.0) * std
-        kept[:, :3] = (pts[:, :3] + shift + jitter).astype(pts.dtype)
-    elif corruption == "beam_missing":
-        ring, b = beams()
-        lo, hi = b // 16, b - 1 - b // 16
-        k = round(BEAM_MISSING_FRACTION[s] * b)
-        dropped = rng.choice(np.arange(lo, hi + 1), size=k, replace=False)
-        keep = np.nonzero(~np.isin(ring, dropped))[0]
-        kept = pts[keep].copy()
-    elif corruption == "crosstalk":
-        frac = CROSSTALK_FRACTION["nuscenes" if nusc else "default"][s]
-        m = round(frac * n)
-        chosen = rng.choice(n, size=m, replace=False)
-        kept[chosen, :4] += (3.0 * rng.normal(0.0, 1.0, (m, 4))).astype(pts.dtype)
-        kept[chosen, 3] = np.maximum(kept[chosen, 3], 0)
-        relabel[chosen] = True
-    elif corruption == "incomplete_echo":
-        labels = _require_labels(frame, corruption)
-        vehicle = np.nonzero(np.isin(labels, _class_ids(frame, vehicle_classes, VEHICLE_NAMES, "vehicle")))[0]
-        m = round(INCOMPLETE_ECHO_DROP[s] * len(vehicle))
-        lost = np.zeros(n, bool)
-        lost[rng.choice(vehicle, size=m, replace=False)] = True
-        keep = np.nonzero(~lost)[0]
-        kept = pts[keep].copy()
-    else:  # cross_sensor
-        ring, b = beams()
-        keep_beam = (ring % 4 != 0, ring % 2 == 0, ring % 4 == 0)[s]
-        keep = np.nonzero(keep_beam)[0][::2]
-        kept = pts[keep].copy()
-
-    return _assemble(frame, keep, kept, added, relabel[keep], corruption, SEVERITIES[s], seed)
+    job = _Job(frame, pts, int(s), np.random.default_rng(seed), frame.dataset.startswith("nuscenes"), num_beams,
+               vehicle_classes, ground_classes)
+    effect = _FAMILIES[corruption](job)
+    added = effect.added if effect.added is not None else np.zeros((0, pts.shape[1]), pts.dtype)
+    relabel = effect.relabel if effect.relabel is not None else np.zeros(len(pts), bool)
+    return _assemble(frame, effect.keep, effect.kept, added, relabel[effect.keep], corruption, SEVERITIES[s], seed)
 
 
 def _assemble(frame: Frame, keep: np.ndarray, kept: np.ndarray, added: np.ndarray, relabel: np.ndarray,
