@@ -20,8 +20,9 @@ Variants (``MINKUNET_VARIANTS``): ``minkunet14/18/34`` use ``BasicBlock`` with L
 ``Res16UNet34C``, (32, 64, 128, 256, 256, 128, 96, 96), and INIT_DIM 32 (our choice for 14/18/50: ME's example names
 several PLANES per depth, SLidR uses only 34C). ``minkunet34`` with in=1, out=64 has exactly the 374 state-dict entries
 (37.8 M parameters) of SLidR's checkpoints. For ``minkunet50`` the input width of ``final`` is
-``PLANES[7] * expansion`` (384): SLidR's and ME's example code pass ``PLANES[7]`` there, which cannot run with
-``Bottleneck``.
+``PLANES[7] * expansion`` (384), as in MinkowskiEngine's ``examples/minkunet.py`` since v0.5 (its 0.4 version, and
+SLidR's ``model/res16unet.py``, which only builds BasicBlock networks, pass ``PLANES[7]``; for BasicBlock the two
+agree, expansion being 1).
 
 BatchNorm momentum: SLidR passes its ``bn_momentum`` (0.05 pretraining, 0.02 fine-tuning) to the stem, encoder,
 decoder and ``downsample`` BatchNorms only; BatchNorms inside the residual blocks keep PyTorch's default 0.1 because
