@@ -229,8 +229,14 @@ def model_info(name: str) -> ModelInfo:
     if key not in REGISTRY:
         close = suggest(name)
         hint = f" Closest known names: {', '.join(close)}." if close else ""
-        raise UnknownModelError(f"unknown model {name!r}.{hint} See largead.list_models().")
+        raise UnknownModelError(f"unknown model {name!r}: not in the largead zoo.{hint} See `largead list` "
+                                "(a newer zoo comes with a newer largead).")
     return REGISTRY[key]
+
+
+def zoo_entry(repo_id: str) -> ModelInfo | None:
+    """The :class:`ModelInfo` of ``repo_id`` (an alias resolves) or ``None`` when the zoo does not list it."""
+    return REGISTRY.get(_ALIASES.get(repo_id, repo_id))
 
 
 _REVISION = re.compile(r"^(?P<id>[^@]+)(?:@(?P<rev>[^@]+))?$")
@@ -240,15 +246,19 @@ def resolve(name: str) -> tuple[str, str | None]:
     """Map what a user typed to ``(repo_id, revision)``.
 
     Accepts zoo names with or without the ``largead/`` org, aliases, ``hf-hub:org/name`` and ``...@revision``. A name
-    without a slash must be a zoo entry (else :class:`UnknownModelError` with the closest names); ``org/name`` is passed
-    through so newly published repos load without a registry change.
+    without a slash, or in the ``largead`` org, must be a zoo entry (else :class:`UnknownModelError` with the closest
+    names: the org publishes only what the zoo lists, and a newer zoo comes with a newer largead); any other
+    ``org/name`` is passed through, so your own repos load without a registry.
     """
     m = _REVISION.match(_strip_hub_prefix(name))
     if not m:
         raise ValueError(f"cannot parse model name {name!r}; expected org/name[@revision]")
     repo, rev = m.group("id"), m.group("rev")
-    if "/" not in repo:
-        repo = model_info(repo).name
+    if "/" not in repo or repo.split("/", 1)[0] == ORG:
+        info = model_info(repo) if "/" not in repo else zoo_entry(repo)
+        if info is None:
+            model_info(repo)  # raises UnknownModelError with the closest names
+        repo = info.name
     return _ALIASES.get(repo, repo), rev
 
 

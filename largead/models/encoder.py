@@ -14,6 +14,7 @@ prefix) plus :class:`huggingface_hub.PyTorchModelHubMixin`. A saved folder holds
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
+from huggingface_hub import ModelCard, PyTorchModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from largead import DOCS_URL, PAPER_URL, REPO_URL
@@ -42,6 +43,8 @@ from largead.sparse import (
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 BACKENDS = ("torch", "minkowski")
+MAX_CHANNELS = 65536  # a sanity bound: a config.json asking for more is refused before anything is allocated
+README_NAME = "README.md"
 
 
 class CheckpointMismatchError(ValueError):
@@ -113,8 +116,8 @@ class LargeADConfig:
             self.in_channels = expected
         for name in ("in_channels", "out_channels"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_CHANNELS:
+                raise ValueError(f"{name} must be an integer in [1, {MAX_CHANNELS}], got {value!r}")
             setattr(self, name, int(value))
         if self.in_channels != expected:
             raise ValueError(f"feature_mode {self.feature_mode!r} gives {expected} input channel(s) but in_channels is "
@@ -209,15 +212,15 @@ def _listing(items: Sequence[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
-def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise :class:`CheckpointMismatchError` unless ``state`` has exactly the keys and shapes of ``model``."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k}: checkpoint {list(state[k].shape)} vs model {list(v.shape)}"
-             for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+def check_state_dict_shapes(expected: Mapping[str, tuple[int, ...]], got: Mapping[str, tuple[int, ...]], source: str,
+                            what: str) -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``got`` (name -> shape, e.g. a safetensors header) has exactly
+    the keys and shapes ``expected`` (the model's)."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    wrong = [f"{k}: checkpoint {list(got[k])} vs model {list(v)}"
+             for k, v in expected.items() if k in got and tuple(got[k]) != tuple(v)]
     if missing or unexpected or wrong:
-        what = getattr(model, "describe", lambda: type(model).__name__)()
         parts = []
         if missing:
             parts.append(f"missing keys ({len(missing)}): {_listing(missing)}")
@@ -226,6 +229,13 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
         if wrong:
             parts.append(f"wrong shapes ({len(wrong)}): {_listing(wrong)}")
         raise CheckpointMismatchError(f"{source} does not match {what}: " + "; ".join(parts))
+
+
+def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``state`` has exactly the keys and shapes of ``model``."""
+    what = getattr(model, "describe", lambda: type(model).__name__)()
+    check_state_dict_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                            {k: tuple(v.shape) for k, v in state.items()}, source, what)
 
 
 def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
@@ -237,32 +247,94 @@ def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Ten
 # --------------------------------------------------------------------------------------------------------------------
 # Model names
 # --------------------------------------------------------------------------------------------------------------------
-def _resolve_model_id(name: str) -> tuple[str, str | None]:
-    """Map a user-given model name to ``(repo_id, revision)`` through the zoo (:func:`largead.zoo.resolve`).
-
-    Accepts zoo names with or without the ``largead/`` org (``minkunet34-seem-nkw``), their aliases, ``org/name``,
-    ``org/name@revision`` and the ``hf-hub:`` prefix; a bare name that is not in the zoo raises ``KeyError`` listing
-    the closest known names.
-    """
-    from largead.zoo import resolve  # the zoo is a higher layer: import lazily
-
-    return resolve(name)
-
-
 def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or name in (".", "..")
 
 
-def _not_available_message(repo_id: str, revision: str | None, cache_dir: str | os.PathLike[str] | None) -> str:
+def safetensors_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """``{tensor name: shape}`` from a ``.safetensors`` file's header, without reading the tensors; a file that is
+    not a safetensors file raises :class:`CheckpointMismatchError` naming it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
+    except Exception as err:  # noqa: BLE001 - SafetensorError, OSError...: all mean "not a usable weights file"
+        raise CheckpointMismatchError(f"{path}: not a readable safetensors file "
+                                      f"({type(err).__name__}: {' '.join(str(err).split())})") from None
+
+
+def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> str:
+    return str(cache_dir or constants.HF_HUB_CACHE)
+
+
+class _HubFiles:
+    """Where the files of a checkpoint are, once resolved (a local folder or the Hugging Face cache)."""
+
+    def __init__(self, config: str, weights: str, card: str | None, source: str) -> None:
+        self.config, self.weights, self.card, self.source = config, weights, card, source
+
+
+def _hub_files(repo_id: str, revision: str | None, *, cache_dir: Any, token: Any, force_download: bool,
+               local_files_only: bool) -> _HubFiles:
+    """Download (or find in the cache) ``config.json``, ``model.safetensors`` and ``README.md`` of ``repo_id``,
+    turning the Hub's errors into one :class:`WeightsNotAvailableError` that says which case it is."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    from largead.hub import hub_offline
+
     rev = f" (revision {revision})" if revision else ""
-    cache = cache_dir or constants.HF_HUB_CACHE
-    why = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "the Hub could not be reached"
-    rev_flag = f" --revision {revision}" if revision else ""
-    return (f"model {repo_id!r}{rev} is not in the local Hugging Face cache ({cache}) and {why}. "
-            f"Get the weights on a connected machine with `huggingface-cli download {repo_id}{rev_flag}` "
-            f"(or `hf download {repo_id}{rev_flag}`) and copy the cache folder here (set HF_HUB_CACHE to it), "
-            "or pass a local folder holding config.json and model.safetensors: "
-            "LargeADEncoder.from_pretrained('/path/to/folder').")
+    offline = local_files_only or hub_offline()
+    kwargs = {"repo_id": repo_id, "revision": revision, "cache_dir": cache_dir, "token": token,
+              "force_download": force_download, "local_files_only": offline}
+    try:
+        config = hf_hub_download(filename=CONFIG_NAME, **kwargs)
+        weights = hf_hub_download(filename=WEIGHTS_NAME, **kwargs)
+    except LocalEntryNotFoundError:
+        if offline:
+            why = ("local_files_only=True was passed" if local_files_only else
+                   "offline mode is on (HF_HUB_OFFLINE=1)")
+            raise WeightsNotAvailableError(
+                f"{repo_id}{rev} is not in the local Hugging Face cache ({_cache_dir(cache_dir)}) and {why}, so the "
+                f"Hub was not contacted. Download it on a connected machine (`hf download {repo_id}"
+                f"{' --revision ' + revision if revision else ''}`) and copy the cache folder here (or set "
+                "HF_HUB_CACHE to it), or pass a local folder holding config.json and model.safetensors.") from None
+        raise WeightsNotAvailableError(
+            f"could not download {repo_id}{rev}: the Hub could not be reached. Check the network or proxy, or set "
+            "HF_HUB_OFFLINE=1 to use only what is in the local cache.") from None
+    except (GatedRepoError, RepositoryNotFoundError):
+        raise WeightsNotAvailableError(f"{repo_id}: no such model repository on the Hub, or it is private or gated "
+                                       "(log in with `hf auth login`, or pass token=)") from None
+    except RevisionNotFoundError:
+        raise WeightsNotAvailableError(f"{repo_id}: revision {revision!r} does not exist") from None
+    except EntryNotFoundError as err:
+        missing = WEIGHTS_NAME if WEIGHTS_NAME in str(err) else CONFIG_NAME
+        raise WeightsNotAvailableError(f"{repo_id}{rev} has no {missing}: not a largead encoder repository") from None
+    except (HfHubHTTPError, OSError) as err:
+        raise WeightsNotAvailableError(f"could not download {repo_id}{rev} from the Hub ({type(err).__name__}: "
+                                       f"{' '.join(str(err).split())[:200]})") from None
+    card = None
+    try:
+        card = hf_hub_download(filename=README_NAME, **{**kwargs, "local_files_only": True})
+    except Exception:  # noqa: BLE001 - the card is optional; it was fetched with the snapshot if it exists
+        if not offline:
+            with contextlib.suppress(Exception):
+                card = hf_hub_download(filename=README_NAME, **kwargs)
+    return _HubFiles(config, weights, card, f"{repo_id}{rev}")
+
+
+def _unpublished_message(info: Any, cache_dir: Any) -> str:
+    short = info.short_name
+    return (f"{info.name} is a zoo recipe whose weights are not published yet (and not in your Hugging Face cache, "
+            f"{_cache_dir(cache_dir)}). Pretrain it with `accelerate launch training/pretrain.py --config {short}`, "
+            "or convert an official SLidR/Seal checkpoint with `largead convert FILE.pt FOLDER` and load the folder; "
+            f"`largead.create_encoder('{short}', pretrained=False)` builds its architecture with random weights.")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -302,6 +374,7 @@ class LargeADEncoder(
                          bn_momentum=config.bn_momentum, block_bn_momentum=config.block_bn_momentum,
                          ops=_ops_for(config.backend))
         self.config = config
+        self.card_text: str | None = None  # the model card this encoder was loaded with, written back on save
 
     def describe(self) -> str:
         """Short description used in error messages."""
@@ -406,62 +479,126 @@ class LargeADEncoder(
 
     # ---------------------------------------------------------------- Hub
     def _save_pretrained(self, save_directory: Path) -> None:
-        """Write ``model.safetensors`` and ``config.json`` atomically."""
+        """Write ``model.safetensors``, ``config.json`` and the model card ``README.md``, each atomically. The card
+        is the one this encoder was loaded with, else an existing ``README.md`` is kept, else a largead card is
+        rendered from the config (:func:`largead.cards.render_card`)."""
         from safetensors.torch import save as safetensors_save
 
+        folder = Path(save_directory)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write_bytes(Path(save_directory) / WEIGHTS_NAME, safetensors_save(state, metadata={"format": "pt"}))
-        self.config.save(Path(save_directory) / CONFIG_NAME)
+        atomic_write_bytes(folder / WEIGHTS_NAME, safetensors_save(state, metadata={"format": "pt"}))
+        self.config.save(folder / CONFIG_NAME)
+        if self.card_text is not None:
+            atomic_write_bytes(folder / README_NAME, self.card_text.encode("utf-8"))
+        elif not (folder / README_NAME).is_file():
+            atomic_write_bytes(folder / README_NAME, str(self.generate_model_card()).encode("utf-8"))
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """The model card of this encoder: the one it was loaded with, else a largead card for its config (not the
+        Hub mixin's generic card)."""
+        if self.card_text is not None:
+            return ModelCard(self.card_text)
+        from largead.cards import render_card
+
+        return render_card(None, config=self.config.to_dict())
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str], *, revision: str | None = None,
-                        local_files_only: bool = False, **kwargs: Any) -> LargeADEncoder:
-        """Load an encoder from a local folder or a Hub repo id (``org/name``, ``org/name@rev``, ``hf-hub:...``).
+                        local_files_only: bool = False, cache_dir: str | os.PathLike[str] | None = None,
+                        token: str | bool | None = None, force_download: bool = False,
+                        device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                        torch_dtype: torch.dtype | None = None, map_location: str | torch.device | None = None,
+                        backend: str | None = None, config: LargeADConfig | None = None,
+                        **kwargs: Any) -> LargeADEncoder:
+        """Load an encoder, in eval mode, from a local folder or the Hub.
 
-        Strict: every tensor of ``model.safetensors`` must match the architecture of ``config.json``. Extra keyword
-        arguments: ``cache_dir``, ``token``, ``force_download``, ``map_location`` (default "cpu"), ``backend``
-        (override ``config.backend``, e.g. ``"minkowski"``) and ``config`` (a :class:`LargeADConfig` replacing the
-        stored one). The model is returned in eval mode.
+        ``pretrained_model_name_or_path``: a folder holding ``config.json`` and ``model.safetensors``; a zoo name
+        (``largead/minkunet34-seem-nkw``, with or without the org, an alias, ``...@revision``, ``hf-hub:...``); or any
+        Hub repo id ``org/name``. ``largead/minkunet34-random`` builds the random-init baseline locally.
+
+        Loading is strict: the safetensors header is checked against the architecture of ``config.json`` before
+        anything is allocated, and every tensor must match. Errors say which case it is: an unknown zoo name (with
+        the closest names), a zoo entry whose weights are not published, a repo not in the cache while offline
+        (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``: the Hub is not contacted), a network error, a file that
+        is not what it should be (named).
+
+        Keyword arguments: ``revision`` (Hub only; an error with a local folder), ``local_files_only``,
+        ``cache_dir``, ``token``, ``force_download``; ``device`` (or its alias ``map_location``; default CPU) and
+        ``dtype`` (or ``torch_dtype``) of the returned parameters; ``backend`` overrides ``config.backend``
+        (``"minkowski"``); ``config`` replaces the stored config (it must fit the weights). The folder's model card
+        (``README.md``) is kept and written again by :meth:`save_pretrained`.
         """
+        if kwargs:
+            raise TypeError(f"from_pretrained() got unexpected keyword argument(s) {sorted(kwargs)}")
+        if device is not None and map_location is not None and torch.device(device) != torch.device(map_location):
+            raise ValueError(f"device={device!r} and map_location={map_location!r} disagree; pass one")
+        if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree; pass one")
+        device = device if device is not None else (map_location if map_location is not None else "cpu")
+        dtype = dtype if dtype is not None else torch_dtype
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating torch.dtype (e.g. torch.bfloat16), got {dtype!r}")
+
         name = os.fspath(pretrained_model_name_or_path)
         if os.path.isdir(name):
-            missing = [f for f in (CONFIG_NAME, WEIGHTS_NAME) if not os.path.isfile(os.path.join(name, f))]
+            if revision is not None:
+                raise ValueError(f"{name}: revision={revision!r} applies to Hub repositories, not to a local folder")
+            folder = Path(name)
+            missing = [f for f in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / f).is_file()]
             if missing:
-                raise FileNotFoundError(f"{name}: not a largead checkpoint folder, missing {', '.join(missing)}")
-            return super().from_pretrained(name, local_files_only=local_files_only, **kwargs)
-        if isinstance(pretrained_model_name_or_path, Path) or _looks_like_path(name):
+                raise FileNotFoundError(f"{folder}: not a largead checkpoint folder, missing {', '.join(missing)}")
+            card = folder / README_NAME
+            files = _HubFiles(str(folder / CONFIG_NAME), str(folder / WEIGHTS_NAME),
+                              str(card) if card.is_file() else None, str(folder))
+        elif isinstance(pretrained_model_name_or_path, Path) or _looks_like_path(name):
             raise FileNotFoundError(f"{name}: no such directory (expected a folder with {CONFIG_NAME} and "
                                     f"{WEIGHTS_NAME}, or a Hub id org/name)")
-        repo_id, name_rev = _resolve_model_id(name)
-        if revision and name_rev and revision != name_rev:
-            raise ValueError(f"conflicting revisions for {name!r}: {name_rev!r} in the name and revision={revision!r}")
-        revision = revision or name_rev
-        try:
-            return super().from_pretrained(repo_id, revision=revision, local_files_only=local_files_only, **kwargs)
-        except LocalEntryNotFoundError:
-            raise WeightsNotAvailableError(_not_available_message(repo_id, revision, kwargs.get("cache_dir"))) from None
+        else:
+            from largead.zoo import resolve, zoo_entry
+
+            repo_id, name_rev = resolve(name)
+            if revision and name_rev and revision != name_rev:
+                raise ValueError(f"conflicting revisions for {name!r}: {name_rev!r} in the name and "
+                                 f"revision={revision!r}")
+            revision = revision or name_rev
+            info = zoo_entry(repo_id)
+            if info is not None and info.source == "random":
+                model = cls(replace(info.config, backend=backend or info.config.backend))
+                return model.to(device=device, dtype=dtype).eval()
+            unpublished = info is not None and not info.published
+            try:
+                files = _hub_files(repo_id, revision, cache_dir=cache_dir, token=token,
+                                   force_download=force_download and not unpublished,
+                                   local_files_only=local_files_only or unpublished)
+            except WeightsNotAvailableError:
+                if unpublished:  # not in the cache: say that the weights do not exist yet, not "you are offline"
+                    raise WeightsNotAvailableError(_unpublished_message(info, cache_dir)) from None
+                raise
+        cfg = config if config is not None else LargeADConfig.load(files.config)
+        if not isinstance(cfg, LargeADConfig):
+            cfg = LargeADConfig.from_dict(cfg, source="config=")
+        if backend is not None:
+            cfg = replace(cfg, backend=backend)
+        shapes = safetensors_shapes(files.weights)
+        with torch.device("meta"):  # the architecture's shapes, nothing allocated
+            expected = {k: tuple(v.shape) for k, v in cls(replace(cfg, backend="torch")).state_dict().items()}
+        check_state_dict_shapes(expected, shapes, files.weights, f"{files.config} ({cls.__name__} {cfg.backbone}, "
+                                f"in_channels={cfg.in_channels}, out_channels={cfg.out_channels})")
+        model = cls(cfg)
+        model = cls._load_as_safetensor(model, files.weights, "cpu", True)
+        model.to(device=device, dtype=dtype)
+        model.card_text = Path(files.card).read_text(encoding="utf-8") if files.card else None
+        return model
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | Path | None,
                          force_download: bool, local_files_only: bool, token: str | bool | None,
-                         config: LargeADConfig | dict[str, Any] | None = None, map_location: str = "cpu",
-                         backend: str | None = None) -> LargeADEncoder:
-        download = {"repo_id": model_id, "revision": revision, "cache_dir": cache_dir, "force_download": force_download,
-                        "token": token, "local_files_only": local_files_only}
-        if config is None:
-            # the mixin found no config.json: fetch it again to surface the real error, else refuse
-            hf_hub_download(filename=CONFIG_NAME, **download)
-            raise FileNotFoundError(f"{model_id}: no {CONFIG_NAME}; not a largead encoder repository")
-        if not isinstance(config, LargeADConfig):
-            config = LargeADConfig.from_dict(config, source=f"{model_id}/{CONFIG_NAME}")
-        if backend is not None:
-            config = replace(config, backend=backend)
-        model = cls(config)
-        if os.path.isdir(model_id):
-            model_file = os.path.join(model_id, WEIGHTS_NAME)
-        else:
-            model_file = hf_hub_download(filename=WEIGHTS_NAME, **download)
-        return cls._load_as_safetensor(model, model_file, map_location, True)
+                         **model_kwargs: Any) -> LargeADEncoder:
+        """The mixin's hook: the same loading as :meth:`from_pretrained`."""
+        model_kwargs.pop("config", None)  # the mixin passes the parsed config.json; ours reads it itself
+        return cls.from_pretrained(model_id, revision=revision if not os.path.isdir(model_id) else None,
+                                   cache_dir=cache_dir, force_download=force_download,
+                                   local_files_only=local_files_only, token=token, **model_kwargs)
 
     @classmethod
     def _load_as_safetensor(cls, model: LargeADEncoder, model_file: str, map_location: str,

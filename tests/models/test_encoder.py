@@ -17,7 +17,6 @@ from largead import LargeADConfig, LargeADEncoder
 from largead.models.encoder import (
     CheckpointMismatchError,
     WeightsNotAvailableError,
-    _resolve_model_id,
 )
 from largead.sparse import VoxelGrid, batch_voxelize
 
@@ -235,11 +234,105 @@ def offline_cache(tmp_path, monkeypatch) -> Path:
 
 def test_offline_uncached_repo_raises_one_clear_error(offline_cache):
     with pytest.raises(WeightsNotAvailableError) as info:
-        LargeADEncoder.from_pretrained("largead/minkunet34-seem-nkw")
+        LargeADEncoder.from_pretrained("someorg/not-cached")
     msg = str(info.value)
-    assert "huggingface-cli download largead/minkunet34-seem-nkw" in msg
+    assert "hf download someorg/not-cached" in msg and "the Hub was not contacted" in msg
     assert "HF_HUB_OFFLINE=1" in msg and str(offline_cache) in msg and "local folder" in msg
     assert isinstance(info.value, OSError) and info.value.__cause__ is None
+
+
+def test_each_case_of_an_unloadable_name_says_which_it_is(tmp_path, monkeypatch):
+    import time
+
+    import largead.models.encoder as E
+    from largead.zoo import UnknownModelError
+
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    calls = []
+
+    def unreachable(**kw):  # what hf_hub_download raises when the network is down and nothing is cached
+        calls.append(kw)
+        if kw["local_files_only"]:
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not in cache")
+        raise huggingface_hub.errors.LocalEntryNotFoundError("connection error and not in cache")
+
+    monkeypatch.setattr(E, "hf_hub_download", unreachable)
+    # 1. a typo, with or without the org: the closest names, no network
+    for typo in ("minkunet34-seem-nwk", "largead/minkunet34-seem-nwk"):
+        with pytest.raises(UnknownModelError, match="Closest known names: largead/minkunet34-seem-nkw"):
+            LargeADEncoder.from_pretrained(typo)
+    assert not calls
+    # 2. a zoo entry whose weights are not published: how to make them; the Hub is not contacted (cache only)
+    start = time.perf_counter()
+    with pytest.raises(WeightsNotAvailableError, match="not published yet") as info:
+        LargeADEncoder.from_pretrained("minkunet34-seem-nkw")
+    assert time.perf_counter() - start < 5 and all(c["local_files_only"] for c in calls)
+    msg = str(info.value)
+    assert "--config minkunet34-seem-nkw" in msg and "largead convert" in msg and "huggingface-cli" not in msg
+    # 3. local_files_only: not "the Hub could not be reached"
+    with pytest.raises(WeightsNotAvailableError, match="local_files_only=True was passed") as info:
+        LargeADEncoder.from_pretrained("someorg/model", local_files_only=True)
+    assert "could not be reached" not in str(info.value)
+    # 4. a real network error
+    with pytest.raises(WeightsNotAvailableError, match="the Hub could not be reached"):
+        LargeADEncoder.from_pretrained("someorg/model")
+    # 5. the random baseline is built here, no file needed
+    random = LargeADEncoder.from_pretrained("largead/minkunet34-random", dtype=torch.float64)
+    assert next(random.parameters()).dtype == torch.float64 and not random.training
+
+
+def test_bounded_loading_fails_before_allocating(encoder, tmp_path, monkeypatch):
+    import largead.models.encoder as E
+
+    folder = tmp_path / "enc"
+    encoder.save_pretrained(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "out_channels": 10**9}))
+    with pytest.raises(ValueError, match=r"config.json: out_channels must be an integer in \[1, 65536\]"):
+        LargeADEncoder.from_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps({**cfg, "out_channels": 60000}))
+    built = []
+    real_init = E.MinkUNet.__init__
+
+    def spy(self, *a, **kw):
+        built.append(torch.get_default_device() if hasattr(torch, "get_default_device") else None)
+        real_init(self, *a, **kw)
+
+    monkeypatch.setattr(E.MinkUNet, "__init__", spy)
+    with pytest.raises(E.CheckpointMismatchError, match=r"final.kernel: checkpoint \[96, 64\] vs model \[96, 60000\]"):
+        LargeADEncoder.from_pretrained(folder)
+    assert len(built) == 1  # only the meta-device build that reads the shapes; no 60000-wide weights allocated
+
+
+@pytest.mark.parametrize("case", ["text weights", "empty weights", "revision on a folder", "bad dtype",
+                                  "device disagreement", "unknown kwarg"])
+def test_from_pretrained_bad_inputs_name_the_file_or_argument(encoder, tmp_path, case):
+    folder = tmp_path / "enc"
+    encoder.save_pretrained(folder)
+    kwargs, match = {}, None
+    if case == "text weights":
+        (folder / "model.safetensors").write_text("these are not weights")
+        match = r"model.safetensors: not a readable safetensors file"
+    elif case == "empty weights":
+        (folder / "model.safetensors").write_bytes(b"")
+        match = r"model.safetensors: not a readable safetensors file"
+    elif case == "revision on a folder":
+        kwargs, match = {"revision": "v2"}, "applies to Hub repositories, not to a local folder"
+    elif case == "bad dtype":
+        kwargs, match = {"dtype": torch.int8}, "dtype must be a floating torch.dtype"
+    elif case == "device disagreement":
+        kwargs, match = {"device": "cpu", "map_location": "meta"}, "disagree"
+    else:
+        kwargs, match = {"cache": "x"}, "unexpected keyword"
+    with pytest.raises((ValueError, TypeError, OSError), match=match) as info:
+        LargeADEncoder.from_pretrained(folder, **kwargs)
+    assert "\n" not in str(info.value)
+    if case in ("text weights", "empty weights"):
+        assert str(folder / "model.safetensors") in str(info.value)
 
 
 def _populate_cache(cache: Path, repo_id: str, encoder: LargeADEncoder, tmp_path: Path, sha: str) -> None:
@@ -266,6 +359,8 @@ def test_cached_repo_loads_offline(encoder, offline_cache, tmp_path, scan):
 
 
 def test_resolve_model_id_hook():
+    from largead.zoo import resolve as _resolve_model_id
+
     assert _resolve_model_id("org/name") == ("org/name", None)
     assert _resolve_model_id("hf-hub:org/name@v1.0") == ("org/name", "v1.0")
     with pytest.raises(ValueError, match="expected org/name"):
@@ -283,5 +378,6 @@ def test_zoo_name_loads_from_populated_cache(encoder, offline_cache, tmp_path, s
     for name in ("minkunet34-seem-nkw", "largead/minkunet34-seem-nkw-vit-b", "hf-hub:largead/minkunet34-seem-nkw"):
         loaded = LargeADEncoder.from_pretrained(name)
         torch.testing.assert_close(loaded.embed(scan[:500]), encoder.embed(scan[:500]), rtol=0, atol=0)
-    with pytest.raises(WeightsNotAvailableError, match="largead/minkunet34-seem-n'"):
+    with pytest.raises(WeightsNotAvailableError, match="largead/minkunet34-seem-n is a zoo recipe whose weights are "
+                                                       "not published yet"):
         LargeADEncoder.from_pretrained("minkunet34-seem-n")
