@@ -236,7 +236,7 @@ def step_linear_probe(plan: DemoPlan, cfg: PretrainConfig, run: dict[str, Any], 
     (``run["encoder_dir"]``). Returns ``({"pretrained": results, "random": results}, validation reader options)``."""
     from largead.cards import set_card_section
     from largead.config import format_override
-    from largead.evaluation.report import update_model_card
+    from largead.cards import update_card_results
     from largead.training.probe import linear_probe
 
     checkpoint = Path(run["encoder_dir"])
@@ -256,7 +256,7 @@ def step_linear_probe(plan: DemoPlan, cfg: PretrainConfig, run: dict[str, Any], 
                                      train_options=train_options, val_options=val_options, overrides=overrides)
         log(f"{name:10s} encoder: mIoU {100 * results[name]['miou']:.2f}% on {results[name]['num_frames']} val "
             "frames")
-    update_model_card(checkpoint, {**results["pretrained"], "dataset_name": "largead synthetic world"})
+    update_card_results(checkpoint, {**results["pretrained"], "dataset_name": "largead synthetic world"})
     setting = (f"Pretrained by `largead demo` ({run['steps']} steps of `training/configs/{config_name}`) with "
                f"{cfg.superpixels.source} "
                f"{format_override(cfg.superpixels.options)} superpixels written by `scripts/generate_superpixels.py` "

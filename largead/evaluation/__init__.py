@@ -4,7 +4,7 @@
   accuracy, a process-summable :class:`ConfusionMatrix` and an exact per-process frame partition.
 - :mod:`.robustness` — corruption error, resilience rate, mCE / mRR and built-in baseline tables.
 - :mod:`.calibration` — camera-LiDAR miscalibration sweep for pretraining pairs.
-- :mod:`.report` — results JSON and Hugging Face model-card ``model-index`` entries.
+- :mod:`.report` — results JSON (model-card ``model-index`` entries: :func:`largead.cards.update_card_results`).
 """
 
 from largead.evaluation.calibration import (
@@ -22,7 +22,7 @@ from largead.evaluation.metrics import (
     miou_slidr,
     predict,
 )
-from largead.evaluation.report import eval_results, update_model_card, write_results
+from largead.evaluation.report import write_results
 from largead.evaluation.robustness import (
     BASELINES,
     CORRUPTIONS,
@@ -42,7 +42,6 @@ __all__ = [
     "calibration_stress",
     "confusion_matrix",
     "corruption_error",
-    "eval_results",
     "frame_partition",
     "iou_per_class",
     "miou",
@@ -51,6 +50,5 @@ __all__ = [
     "predict",
     "resilience_rate",
     "robustness_summary",
-    "update_model_card",
     "write_results",
 ]

@@ -185,17 +185,23 @@ class SegmentationModel(nn.Module):
                 **extra}
 
     def save_pretrained(self, folder: str | os.PathLike, **metadata: Any) -> Path:
-        """Write the model as a LargeADEncoder folder (``out_channels = C``, unnormalised) + ``segmentation.json``."""
+        """Write the model as a LargeADEncoder folder (``out_channels = C``, unnormalised) + ``segmentation.json`` +
+        a segmentation model card (:func:`largead.cards.render_card`); ``metadata`` (``dataset``,
+        ``label_fraction``, ``pretrained``...) goes into ``segmentation.json`` and the card."""
         from largead.models.encoder import (
             LargeADEncoder,  # local: encoder imports heavy hub machinery
         )
+
+        from largead.cards import render_card
 
         folder = Path(folder)
         cfg = dataclasses.replace(self.encoder.config, out_channels=self.num_classes, normalize_output=False)
         export = LargeADEncoder(cfg)
         export.load_state_dict(self.encoder.state_dict(), strict=True)
+        meta = self.segmentation_metadata(**metadata)
+        export.card_text = str(render_card(None, config=cfg.to_dict(), segmentation=meta))  # not the encoder's card
         export.save_pretrained(folder)
-        atomic_write_json(folder / SEGMENTATION_FILE, self.segmentation_metadata(**metadata))
+        atomic_write_json(folder / SEGMENTATION_FILE, meta)
         return folder
 
     @classmethod

@@ -10,8 +10,9 @@ per-process confusion matrices are summed, so any number of processes gives exac
 
 Writes a results JSON (default ``<model>/eval/<dataset>-<split>.json``: per-class IoU, ``miou`` (standard, classes
 with an empty union excluded), ``miou_slidr`` (empty union counts 1.0), accuracy, dataset, split, label fraction)
-and merges the numbers into the model folder's ``README.md`` metadata (``model-index``) so ``push_to_hub``
-publishes them.
+and merges the numbers into the model folder's card (``README.md``: ``model-index`` and its *Evaluation* section) so
+``push_to_hub`` publishes them. An evaluation of part of a split (``--max-frames``) is marked ``"partial": true`` in
+the JSON and never written into the card.
 
 Robustness (``--corruptions all`` or a comma list): each frame is corrupted on the fly with
 :func:`largead.data.corruptions.corrupt` at the three severities (seed ``--corruption-seed + frame index``), giving
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="reader option (value parsed as YAML), e.g. num_sequences=2; repeatable")
     p.add_argument("--batch-size", type=int, default=1, help="frames per forward pass")
-    p.add_argument("--max-frames", type=int, default=None, help="evaluate only the first N frames (smoke tests)")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="evaluate only the first N frames (smoke tests; marked partial, never written to the card)")
     p.add_argument("--output", default=None, help="results JSON path")
     p.add_argument("--corruptions", default="none", help="'none', 'all', or a comma list of corruption names")
     p.add_argument("--corruption-seed", type=int, default=0)
@@ -123,7 +126,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     from largead.config import parse_overrides
     from largead.data.registry import get_dataset
-    from largead.evaluation.report import update_model_card, write_results
+    from largead.cards import update_card_results
+    from largead.evaluation.report import write_results
     from largead.models.heads import SEGMENTATION_FILE, SegmentationModel
 
     corruptions = _corruption_list(args.corruptions)  # validate arguments before any work
@@ -166,6 +170,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     clean = scores[0]
     results: dict[str, Any] = {
         "model": str(folder), "dataset": dataset_name, "split": args.split, "num_frames": n,
+        "partial": n < len(dataset), "split_frames": len(dataset),
         "mode": meta.get("mode"), "label_fraction": meta.get("label_fraction"),
         **{k: clean[k] for k in ("miou", "miou_slidr", "accuracy", "iou_per_class", "num_points")},
         "confusion_matrix": clean["confusion_matrix"],
@@ -182,8 +187,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if acc.is_main_process:
         out = Path(args.output) if args.output else folder / "eval" / f"{dataset_name}-{args.split}.json"
         write_results(out, results)
-        if not args.no_card:
-            update_model_card(folder, results)
+        if results["partial"] and not args.no_card:  # a number on part of a split is never published as a result
+            print(f"evaluate.py: {n} of {len(dataset)} frames evaluated (--max-frames): the results are written to "
+                  f"{out} marked partial, not into the model card", file=sys.stderr)
+        elif not args.no_card:
+            update_card_results(folder, results)
     acc.wait_for_everyone()
     return results
 
