@@ -136,15 +136,26 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from largead import load_official_checkpoint
 
+    from largead.cards import render_card
+    from largead.fileio import atomic_directory
+
     src = Path(args.checkpoint)
     if not src.is_file():
         raise CLIError(f"{src}: no such file")
+    out = Path(args.out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise CLIError(f"{out} exists and is not an empty folder; pass --overwrite to replace it")
     try:
         encoder = load_official_checkpoint(src)
     except (KeyError, ValueError, RuntimeError) as err:
-        raise CLIError(f"{src}: {err}") from None
-    encoder.save_pretrained(args.out_dir)
-    print(f"wrote {args.out_dir} (config.json + model.safetensors)")
+        raise CLIError(str(err) if str(src) in str(err) else f"{src}: {err}") from None
+    datasets = [d.strip() for d in args.data.split(",") if d.strip()]
+    encoder.card_text = str(render_card(None, config=encoder.config.to_dict(), datasets=datasets,
+                                        provenance=f"Converted from the official checkpoint `{src.name}` with "
+                                                   f"`largead convert` (pretraining data: {', '.join(datasets)})."))
+    with atomic_directory(out) as tmp:  # the folder appears complete or not at all
+        encoder.save_pretrained(tmp)
+    print(f"wrote {out} (config.json, model.safetensors, README.md)")
     return 0
 
 
@@ -189,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Convert a SLidR/Seal-style checkpoint into a Hub-ready folder.")
     p.add_argument("checkpoint")
     p.add_argument("out_dir")
+    p.add_argument("--data", default="nuscenes",
+                   help="comma list of the datasets the checkpoint was pretrained on, for its card and licence "
+                        "(default nuscenes: SLidR and Seal release nuScenes-pretrained encoders)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("demo", help="the main job on the synthetic world",
@@ -200,23 +215,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from largead.errors import debug_enabled, normalize_flags, one_line
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(normalize_flags(parser, argv))
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `largead list | head`: the reader left; nothing is wrong
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except CLIError as err:
         print(f"largead: error: {err}", file=sys.stderr)
-        return 1
-    except (ValueError, OSError, KeyError, RuntimeError) as err:
-        if os.environ.get("LARGEAD_DEBUG"):
-            raise
-        message = str(err).strip().replace("\n", " ")
-        print(f"largead: error: {type(err).__name__}: {message} (set LARGEAD_DEBUG=1 for a traceback)",
-              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("largead: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - every error is one line (LARGEAD_DEBUG=1: the traceback)
+        if debug_enabled():
+            raise
+        print(f"largead: error: {one_line(err)} (set LARGEAD_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

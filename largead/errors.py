@@ -60,7 +60,14 @@ def normalize_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None)
     ``--output-dir x``, ``--max_steps=4`` -> ``--max-steps=4``); everything else (values, ``key=value``
     overrides, arguments after ``--``) is left as it is."""
     args = list(sys.argv[1:] if argv is None else argv)
-    known = set(parser._option_string_actions)  # noqa: SLF001 - argparse has no public accessor
+    known: set[str] = set()
+    todo = [parser]
+    while todo:  # the parser's flags and those of its subcommands
+        p = todo.pop()
+        known |= set(p._option_string_actions)  # noqa: SLF001 - argparse has no public accessor
+        for action in p._actions:  # noqa: SLF001
+            if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+                todo.extend(action.choices.values())
     out: list[str] = []
     for i, a in enumerate(args):
         if a == "--":

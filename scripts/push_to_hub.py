@@ -2,11 +2,12 @@
 """Validate a largead checkpoint folder and publish it on the Hugging Face Hub.
 
     python scripts/push_to_hub.py outputs/pretrain/final largead/minkunet34-seem-nkw [--private] [--revision v1]
-    python scripts/push_to_hub.py FOLDER REPO_ID --dry-run     # validate only
+    python scripts/push_to_hub.py FOLDER REPO_ID --dry-run     # validate, print the card as it would be pushed
 
 The folder must hold config.json, model.safetensors and README.md (a model card with library_name: largead); it is
-reloaded strictly and run on a probe scan before anything is uploaded. Log in first (`huggingface-cli login`) or
-pass --token / set HF_TOKEN.
+reloaded strictly and run on a probe scan before anything is uploaded. The card is pushed with REPO_ID written in
+(its model-index name, title and usage snippet); the folder itself is not changed. Log in first (`hf auth login`)
+or pass --token / set HF_TOKEN. Errors are one line (LARGEAD_DEBUG=1 for a traceback).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from largead.hub import InvalidCheckpointFolder, push_folder, validate_folder
+from largead.errors import normalize_flags, run_cli
+from largead.hub import InvalidCheckpointFolder, card_for_push, push_folder, validate_folder
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="push_to_hub.py", description=__doc__.splitlines()[0])
     parser.add_argument("folder")
     parser.add_argument("repo_id")
     parser.add_argument("--private", action="store_true")
@@ -26,26 +28,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit-message", default=None)
     parser.add_argument("--token", default=None)
     parser.add_argument("--dry-run", action="store_true", help="validate the folder, upload nothing")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(normalize_flags(parser, argv))
 
     if args.dry_run:
         report = validate_folder(args.folder)
         if not report.ok:
-            print(f"push_to_hub: {args.folder} is not publishable:", file=sys.stderr)
-            for problem in report.problems:
-                print(f"  - {problem}", file=sys.stderr)
-            return 1
-        print(f"{args.folder}: valid ({report.num_parameters / 1e6:.1f}M parameters, {report.feature_dim}-d features)")
+            raise InvalidCheckpointFolder(f"{args.folder} is not publishable: " + "; ".join(report.problems))
+        print(card_for_push(args.folder, args.repo_id))
+        print(f"{args.folder}: valid ({report.num_parameters / 1e6:.1f}M parameters, {report.feature_dim}-d features);"
+              f" the card above is what would be pushed to {args.repo_id}", file=sys.stderr)
         return 0
-    try:
-        url = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
-                          commit_message=args.commit_message, token=args.token)
-    except InvalidCheckpointFolder as err:
-        print(f"push_to_hub: {err}", file=sys.stderr)
-        return 1
+    url = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
+                      commit_message=args.commit_message, token=args.token)
     print(f"uploaded {args.folder} to {args.repo_id}: {url}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli("push_to_hub.py", main)

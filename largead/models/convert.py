@@ -149,8 +149,12 @@ def load_official_checkpoint(path: str | os.PathLike[str], config: LargeADConfig
     try:
         obj = torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as err:
-        raise CheckpointMismatchError(f"{path}: cannot be read with weights_only={weights_only} ({err}); if you "
+        first = " ".join(str(err).split())[:300]
+        raise CheckpointMismatchError(f"{path}: cannot be read with weights_only={weights_only} ({first}); if you "
                                       "trust the file, pass weights_only=False") from None
+    except Exception as err:  # noqa: BLE001 - a text file, a truncated zip, ...: not a checkpoint, say so
+        raise CheckpointMismatchError(f"{path}: not a PyTorch checkpoint (torch.load failed: {type(err).__name__}: "
+                                      f"{' '.join(str(err).split())[:200]})") from None
     state, stored = extract_state_dict(obj, str(path))
     stored_grid = slidr_grid(stored, str(path)) if stored else None
     if config is None:
