@@ -2,21 +2,43 @@
 upsampling back to the image, L2 normalisation. The per-pixel features are what superpixel pooling distils into the
 LiDAR network.
 
-Backbones (from ``transformers``, weights read locally or from the Hugging Face cache):
+Backbones (``transformers`` modules):
 
 - DINOv2 ViT-S/B/L, patch 14 (LargeAD, SuperFlow): ``Dinov2Model`` (or ``Dinov2WithRegistersModel``) patch tokens,
-  upsampled by the patch size.
-- ResNet-50 (SLidR): ``ResNetModel`` with SLidR's dilation (torchvision's ``replace_stride_with_dilation=[True,
-  True, True]``), which ``transformers`` does not offer as an option: :func:`dilate_resnet` converts the strided convs
-  of stages 2-4 in place (same weights), giving output stride 4, upsampled x4. SLidR uses MoCo v2 (800 epochs)
-  weights; those are torchvision checkpoints: :func:`resnet_state_dict_from_torchvision` maps their keys onto
-  ``ResNetModel``'s (``microsoft/resnet-50`` on the Hub is supervised ImageNet, not MoCo).
+  upsampled by the patch size. Weights from a Hub id / local folder (``facebook/dinov2-small|base|large``).
+- ResNet-50 (SLidR): SLidR's teacher is MoCo v2 (800 epochs) ResNet-50, dilated.
+  :meth:`ImageTeacher.from_moco_checkpoint` reads the file users download from the MoCo repository
+  (``moco_v2_800ep_pretrain.pth.tar``, :data:`MOCO_V2_800EP_URL`; the query encoder's ``module.encoder_q.*``
+  tensors in torchvision's layout, mapped onto ``ResNetModel`` by :func:`resnet_state_dict_from_torchvision`), as
+  SLidR's ``model/image_model.py`` ``adapt_weights`` does. The
+  ``resnet50`` alias needs that file: there is no fallback to other weights (``microsoft/resnet-50`` on the Hub is
+  supervised ImageNet, a different teacher; it loads only when named explicitly). :func:`dilate_resnet` applies
+  SLidR's dilation (torchvision's ``replace_stride_with_dilation=[True, True, True]``; output stride 4, upsampled x4).
+- Random weights for tests and dry runs: ``from_pretrained_backbone(name, random_init=True)`` builds the named
+  architecture (:data:`DINOV2_ARCHITECTURES`, :func:`resnet50_config`) without downloading anything; the teacher
+  records it (``teacher.random_init``, ``teacher.weights``) so a run's config and card can say so.
 
-As in SLidR, the head is ``Conv2d(C, 64, 1)`` followed by ``Upsample(scale_factor=stride, bilinear,
-align_corners=True)`` and ``F.normalize``; inputs are uint8 images scaled to [0, 1] and normalised with ImageNet
-mean/std inside :meth:`ImageTeacher.forward`. SLidR asserts that ViT inputs are multiples of the patch size; here
-inputs are zero-padded (after normalisation) at the bottom/right to a multiple of the stride and the output cropped
-back, so any size works and features stay aligned with pixels.
+As in SLidR, the head is ``Conv2d(C, 64, 1)`` followed by bilinear upsampling (``align_corners=True``) and
+``F.normalize``; inputs are uint8 images scaled to [0, 1] and normalised with ImageNet mean/std inside
+:meth:`ImageTeacher.forward`.
+
+DINOv2 features as SuperFlow (``superflow/models/backbones/vit.py``, ``feat='x_pre_norm'``) and ScaLR
+(``models/image_teacher.py``, ``configs/pretrain/WI_768_pretrain.yaml``: ``feat: "x_pre_norm"``) take them: the
+patch tokens of the **last block, before the final LayerNorm** (``vit_features="pre_norm"``, the default here;
+``"post_norm"`` gives ``last_hidden_state``), class and register tokens dropped, ImageNet mean/std, inputs whose
+sides are multiples of 14 (both use 224 x 448). Where ours differ, and why:
+
+- Input size: both references *resize the whole camera image* to 224 x 448 (SuperFlow's ``ResizedCrop`` with
+  ``crop_center=True``, ScaLR's ``resize_im``); here the image is SLidR's random resized crop to the configured
+  ``crop_size`` (the pretraining configs decide; use a multiple of 14 such as 224 x 448 for DINOv2 teachers). An input
+  whose sides are not multiples of 14 is resized (bilinear) to the nearest multiples of 14, as the references resize,
+  and the features are upsampled back to the input's size; ResNet inputs are instead zero-padded at the bottom/right
+  to a multiple of the stride and cropped back (convolutions handle borders by zero padding anyway).
+- Position embeddings for a non-square grid: ``transformers`` interpolates them bicubically to the exact grid
+  (``Dinov2Embeddings.interpolate_pos_encoding``); the DINOv2 code SuperFlow and ScaLR copy scales by
+  ``(grid + 0.1) / 37``. The two differ slightly in value, not in layout.
+- The head: ScaLR distils the raw (upsampled) DINOv2 features without a head; SuperFlow and SLidR learn a 1x1 head to
+  64 dims, as here.
 
 :class:`SyntheticTeacher` stands in for a vision foundation model on the synthetic world (no pretrained weights can
 be downloaded there): a small conv net trained once on the renderer's images and semantic masks, cached on disk.
@@ -48,9 +70,75 @@ TEACHER_ALIASES = {
     "dinov2-vits14": "facebook/dinov2-small",
     "dinov2-vitb14": "facebook/dinov2-base",
     "dinov2-vitl14": "facebook/dinov2-large",
-    "resnet50": "microsoft/resnet-50",
 }
-"""Short names accepted by :meth:`ImageTeacher.from_pretrained_backbone` -> Hub ids."""
+"""Short names of the DINOv2 teachers accepted by :meth:`ImageTeacher.from_pretrained_backbone` -> Hub ids. The
+ResNet-50 teacher (``resnet50``) is not a Hub id: it is SLidR's MoCo v2 checkpoint, given by path."""
+
+DINOV2_ARCHITECTURES = {
+    "facebook/dinov2-small": {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6},
+    "facebook/dinov2-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12},
+    "facebook/dinov2-large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16},
+}
+"""Published DINOv2 ViT-S/B/L sizes (patch 14, MLP ratio 4, LayerScale 1.0, LayerNorm eps 1e-6, 518-pixel position
+grid), as in the DINOv2 code SuperFlow vendors (``superflow/models/backbones/dinov2/dinov2_vision_transformer.py``:
+``vit_small`` 384/12/6, ``vit_base`` 768/12/12, ``vit_large`` 1024/24/16, ``dinov2_vits14`` ``img_size=518``)."""
+
+RESNET50 = "resnet50"
+MOCO_V2_800EP_URL = ("https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v2_800ep/"
+                     "moco_v2_800ep_pretrain.pth.tar")
+"""Where SLidR's teacher weights come from (facebookresearch/moco README; SLidR ``model/image_model.py``)."""
+
+
+def dinov2_config(name: str) -> Any:
+    """``Dinov2Config`` of a DINOv2 teacher (alias or Hub id of :data:`DINOV2_ARCHITECTURES`), published sizes."""
+    from transformers import Dinov2Config
+
+    hub = TEACHER_ALIASES.get(name, name)
+    if hub not in DINOV2_ARCHITECTURES:
+        raise ValueError(f"no DINOv2 architecture named {name!r}; known: {sorted(TEACHER_ALIASES)}")
+    return Dinov2Config(**DINOV2_ARCHITECTURES[hub], mlp_ratio=4, patch_size=14, image_size=518, layerscale_value=1.0,
+                        layer_norm_eps=1e-6, qkv_bias=True, use_swiglu_ffn=False, hidden_act="gelu")
+
+
+def resnet50_config() -> Any:
+    """``ResNetConfig`` of torchvision's ResNet-50 (v1.5: stride on the 3x3 conv), the architecture MoCo v2 trains."""
+    from transformers import ResNetConfig
+
+    return ResNetConfig(num_channels=3, embedding_size=64, hidden_sizes=[256, 512, 1024, 2048], depths=[3, 4, 6, 3],
+                        layer_type="bottleneck", hidden_act="relu", downsample_in_first_stage=False,
+                        downsample_in_bottleneck=False)
+
+
+def load_moco_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The query encoder of a MoCo checkpoint (``moco_v2_800ep_pretrain.pth.tar``) as ``ResNetModel`` tensors.
+
+    The file is what facebookresearch/moco's ``main_moco.py`` saves (``{"epoch", "arch", "state_dict",
+    "optimizer"}``, ``state_dict`` of the DDP-wrapped ``MoCo`` module: ``module.encoder_q.*``, ``module.encoder_k.*``,
+    ``module.queue``, ``module.queue_ptr``); like its ``main_lincls.py`` and SLidR's ``adapt_weights``, only
+    ``module.encoder_q.*`` without the projection ``fc`` is kept. Read with ``torch.load(weights_only=True)`` (tensors
+    and plain containers only). A missing file raises ``FileNotFoundError`` saying where to download it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"MoCo v2 checkpoint not found: {path}. SLidR's ResNet-50 teacher is MoCo v2 (800 epochs): download "
+            f"moco_v2_800ep_pretrain.pth.tar from {MOCO_V2_800EP_URL} (facebookresearch/moco) and give its path "
+            "(teacher options: checkpoint: /path/to/moco_v2_800ep_pretrain.pth.tar)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle / zip errors of a file that is not a torch checkpoint
+        raise ValueError(f"{path}: not a readable MoCo checkpoint (torch.load(weights_only=True) failed: "
+                         f"{err})") from err
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path}: a MoCo checkpoint holds a 'state_dict' mapping; found {found}")
+    prefix = "module.encoder_q."
+    if not any(k.startswith(prefix) for k in state):
+        raise ValueError(f"{path}: no '{prefix}*' tensors in its state_dict (first keys: {sorted(state)[:5]}); "
+                         "expected the query encoder of facebookresearch/moco's main_moco.py")
+    query = {k: v for k, v in state.items() if k.startswith(prefix) and not k.startswith(prefix + "fc.")}
+    return resnet_state_dict_from_torchvision(query, prefix=prefix)
 
 
 def dilate_resnet(model: nn.Module) -> nn.Module:
@@ -125,12 +213,22 @@ class ImageTeacher(nn.Module):
     ``backbone`` is a ``transformers`` ``Dinov2Model``/``Dinov2WithRegistersModel``/``ResNetModel`` or any module
     mapping normalised pixels (B, 3, H, W) to a feature map (B, C, H/stride, W/stride) (then give ``feature_dim`` and
     ``stride``). The backbone's parameters are frozen and it stays in eval mode even when the teacher is trained.
-    Only ``head`` (``Conv2d(C, out_dim, 1)`` with bias) is trainable.
+    Only ``head`` (``Conv2d(C, out_dim, 1)`` with bias) is trainable. ``vit_features``: DINOv2 tokens before
+    (``"pre_norm"``, SuperFlow / ScaLR) or after (``"post_norm"``) the final LayerNorm.
+
+    Provenance, for run configs and model cards: ``random_init`` (``True`` when the backbone has random weights) and
+    ``weights`` (where they come from: ``"random"``, ``"moco_v2:<path>"``, ``"hub:<id>"``, ``"local:<folder>"``,
+    ``"synthetic:<cache file>"``, or ``"given"`` for a module passed in).
     """
 
     def __init__(self, backbone: nn.Module, out_dim: int = 64, feature_dim: int | None = None,
-                 stride: int | None = None, normalize_output: bool = True):
+                 stride: int | None = None, normalize_output: bool = True, vit_features: str = "pre_norm"):
         super().__init__()
+        if vit_features not in ("pre_norm", "post_norm"):
+            raise ValueError(f"vit_features must be 'pre_norm' or 'post_norm', got {vit_features!r}")
+        self.vit_features = vit_features
+        self.random_init = False
+        self.weights = "given"
         cfg = getattr(backbone, "config", None)
         model_type = getattr(cfg, "model_type", None)
         if model_type in ("dinov2", "dinov2_with_registers"):
@@ -157,23 +255,84 @@ class ImageTeacher(nn.Module):
     # -- construction ------------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: Any, out_dim: int = 64, dilation: bool = True) -> ImageTeacher:
-        """Randomly initialised backbone from a ``transformers`` config (``Dinov2Config``, ``ResNetConfig``)."""
+    def from_config(cls, config: Any, out_dim: int = 64, dilation: bool = True,
+                    vit_features: str = "pre_norm") -> ImageTeacher:
+        """Randomly initialised backbone from a ``transformers`` config (``Dinov2Config``, ``ResNetConfig``);
+        the teacher records ``random_init = True``."""
         backbone = _backbone_from(config, None, dilation, local_files_only=True)
-        return cls(backbone, out_dim=out_dim)
+        teacher = cls(backbone, out_dim=out_dim, vit_features=vit_features)
+        teacher.random_init, teacher.weights = True, "random"
+        return teacher
+
+    @classmethod
+    def from_moco_checkpoint(cls, path: str | os.PathLike, out_dim: int = 64, dilation: bool = True,
+                             config: Any = None) -> ImageTeacher:
+        """SLidR's teacher: a ResNet (default :func:`resnet50_config`) with the query-encoder weights of a MoCo
+        checkpoint file (:func:`load_moco_state_dict`), dilated (``dilation``). Every backbone tensor must come from
+        the file (strict); a missing or mis-shaped one is an error naming it."""
+        from transformers import ResNetModel
+
+        state = load_moco_state_dict(path)
+        model = ResNetModel(config if config is not None else resnet50_config())
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
+        if missing or unexpected or wrong:
+            raise ValueError(f"{path}: the MoCo weights do not fit the ResNet ({len(missing)} missing, e.g. "
+                             f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}; {len(wrong)} of "
+                             f"another shape, e.g. {wrong[:3]})")
+        model.load_state_dict(state, strict=True)
+        if dilation:
+            dilate_resnet(model)
+        teacher = cls(model.eval(), out_dim=out_dim)
+        teacher.weights = f"moco_v2:{Path(path)}"
+        return teacher
 
     @classmethod
     def from_pretrained_backbone(cls, name_or_path: str | os.PathLike, out_dim: int = 64, dilation: bool = True,
-                                 local_files_only: bool | None = None) -> ImageTeacher:
-        """Teacher on pretrained backbone weights: a Hub id, a local folder or an alias of :data:`TEACHER_ALIASES`.
+                                 local_files_only: bool | None = None, checkpoint: str | os.PathLike | None = None,
+                                 random_init: bool = False, vit_features: str = "pre_norm") -> ImageTeacher:
+        """The named teacher.
 
-        Weights come from the folder or the Hugging Face cache; with ``local_files_only`` (default: the
-        ``HF_HUB_OFFLINE`` setting) nothing is downloaded. ``dilation`` applies SLidR's dilation to ResNets.
+        - ``resnet50``: SLidR's MoCo v2 ResNet-50 from ``checkpoint`` (the downloaded ``.pth.tar``, see
+          :meth:`from_moco_checkpoint`); without ``checkpoint`` an error says where to get it (never other weights).
+        - ``vit-s`` / ``vit-b`` / ``vit-l`` (:data:`TEACHER_ALIASES`), a Hub id or a local folder: DINOv2 (or any
+          supported ``transformers`` backbone) from the folder or the Hugging Face cache; with ``local_files_only``
+          (default: the ``HF_HUB_OFFLINE`` setting) nothing is downloaded.
+        - ``random_init=True`` (explicit opt-in, for tests and dry runs): the named architecture (``resnet50`` or a
+          DINOv2 alias) with random weights, nothing read or downloaded; the teacher records ``random_init = True``.
+
+        ``dilation`` applies SLidR's dilation to ResNets; ``vit_features`` see :class:`ImageTeacher`.
         """
         from huggingface_hub import constants
-        from transformers import AutoConfig
+        from transformers import AutoConfig, ResNetModel
 
-        name = TEACHER_ALIASES.get(str(name_or_path), str(name_or_path))
+        raw = str(name_or_path)
+        if random_init:
+            if raw == RESNET50:
+                model = ResNetModel(resnet50_config())
+                if dilation:
+                    dilate_resnet(model)
+                teacher = cls(model.eval(), out_dim=out_dim)
+            elif TEACHER_ALIASES.get(raw, raw) in DINOV2_ARCHITECTURES:
+                teacher = cls(_backbone_from(dinov2_config(raw), None, dilation, True).eval(), out_dim=out_dim,
+                              vit_features=vit_features)
+            else:
+                raise ValueError(f"random_init builds only the named teachers {[RESNET50, *TEACHER_ALIASES]}; got "
+                                 f"{raw!r}")
+            teacher.random_init, teacher.weights = True, "random"
+            return teacher
+        if raw == RESNET50:
+            if checkpoint is None:
+                raise FileNotFoundError(
+                    "teacher 'resnet50' is SLidR's MoCo v2 (800 epochs) ResNet-50 and needs its checkpoint file: "
+                    f"download moco_v2_800ep_pretrain.pth.tar from {MOCO_V2_800EP_URL} (facebookresearch/moco) and "
+                    "give its path (teacher options: checkpoint: /path/to/moco_v2_800ep_pretrain.pth.tar)")
+            return cls.from_moco_checkpoint(checkpoint, out_dim=out_dim, dilation=dilation)
+        if checkpoint is not None:
+            raise ValueError(f"checkpoint= is the MoCo file of teacher {RESNET50!r}; teacher {raw!r} does not take one")
+        name = TEACHER_ALIASES.get(raw, raw)
         local = bool(constants.HF_HUB_OFFLINE) if local_files_only is None else local_files_only
         try:
             config = AutoConfig.from_pretrained(name, local_files_only=local)
@@ -182,7 +341,9 @@ class ImageTeacher(nn.Module):
             raise OSError(f"could not load the 2D teacher {name!r} (local_files_only={local}): pass a local folder "
                           f"saved with save_pretrained, or download it once with `huggingface-cli download {name}`. "
                           f"Cause: {err}") from err
-        return cls(backbone, out_dim=out_dim)
+        teacher = cls(backbone, out_dim=out_dim, vit_features=vit_features)
+        teacher.weights = f"local:{name}" if Path(name).is_dir() else f"hub:{name}"
+        return teacher
 
     # -- behaviour ---------------------------------------------------------------------------------------------------
 
@@ -204,36 +365,75 @@ class ImageTeacher(nn.Module):
         return (x - self.mean) / self.std
 
     def backbone_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Frozen features (B, C, H/stride, W/stride) of normalised pixels whose H, W are multiples of the stride."""
+        """Frozen features (B, C, H/stride, W/stride) of normalised pixels whose H, W are multiples of the stride
+        (DINOv2: patch tokens of the last block, before or after the final LayerNorm per ``vit_features``)."""
         b, _, h, w = pixel_values.shape
         with torch.no_grad():
             if self.kind == "vit":
-                tokens = self.backbone(pixel_values=pixel_values).last_hidden_state[:, self.num_prefix_tokens:]
+                captured: dict[str, torch.Tensor] = {}
+                hook = self.backbone.layernorm.register_forward_hook(
+                    lambda _m, args, _out: captured.__setitem__("pre_norm", args[0]))
+                try:
+                    out = self.backbone(pixel_values=pixel_values)
+                finally:
+                    hook.remove()
+                seq = captured["pre_norm"] if self.vit_features == "pre_norm" else out.last_hidden_state
+                tokens = seq[:, self.num_prefix_tokens:]
                 return tokens.transpose(1, 2).reshape(b, self.feature_dim, h // self.stride, w // self.stride)
             if self.kind == "resnet":
                 return self.backbone(pixel_values=pixel_values).last_hidden_state
             return self.backbone(pixel_values)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def _input_grid(self, h: int, w: int) -> tuple[int, int, bool]:
+        """``(H', W', resized)``: the size the backbone sees for an (h, w) image. ViTs: the nearest multiples of the
+        patch size (resized, as SuperFlow / ScaLR feed multiples of 14); others: padded up to a multiple of the
+        stride."""
+        s = self.stride
+        if self.kind == "vit":
+            hh, ww = max(s, round(h / s) * s), max(s, round(w / s) * s)
+            return hh, ww, (hh, ww) != (h, w)
+        return h + (-h) % s, w + (-w) % s, False
+
+    def cell_index(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """For an (h, w) image: ``(row_cell (h,), col_cell (w,))`` int64, the cell of the frozen feature map
+        (:meth:`forward` with ``return_frozen=True``) that each pixel row / column lies in."""
+        hh, ww, resized = self._input_grid(h, w)
+        s = self.stride
+        if resized:  # pixel centre (r + 0.5) maps to (r + 0.5) * hh / h in the resized input
+            rows = ((torch.arange(h, dtype=torch.float64) + 0.5) * (hh / s) / h).floor().to(torch.int64)
+            cols = ((torch.arange(w, dtype=torch.float64) + 0.5) * (ww / s) / w).floor().to(torch.int64)
+            return rows.clamp(max=hh // s - 1), cols.clamp(max=ww // s - 1)
+        return torch.arange(h) // s, torch.arange(w) // s
+
+    def forward(self, images: torch.Tensor, return_frozen: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Per-pixel features (B, out_dim, H, W), unit L2 norm per pixel (if ``normalize_output``).
 
-        ``images``: (B, 3, H, W) uint8 RGB (or float in [0, 1]); any H, W (padded internally to the stride).
+        ``images``: (B, 3, H, W) uint8 RGB (or float in [0, 1]); any H, W (ViTs: resized to multiples of the patch
+        size, others: padded to the stride; the output always has the input's size). With ``return_frozen`` also the
+        frozen backbone map (B, C, H', W') (no gradient; pixel -> cell by :meth:`cell_index`).
         """
         x = self.normalize_images(images)
         h, w = x.shape[-2:]
         s = self.stride
-        ph, pw = (-h) % s, (-w) % s
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))
+        hh, ww, resized = self._input_grid(h, w)
+        if resized:
+            x = F.interpolate(x, size=(hh, ww), mode="bilinear", align_corners=False)
+        elif (hh, ww) != (h, w):
+            x = F.pad(x, (0, ww - w, 0, hh - h))
         feats = self.backbone_features(x)
-        if feats.shape[-2:] != ((h + ph) // s, (w + pw) // s):
-            raise RuntimeError(f"backbone returned a {tuple(feats.shape[-2:])} map for a {(h + ph, w + pw)} input; "
+        if feats.shape[-2:] != (hh // s, ww // s):
+            raise RuntimeError(f"backbone returned a {tuple(feats.shape[-2:])} map for a {(hh, ww)} input; "
                                f"expected stride {s}")
         out = self.head(feats)
-        if s > 1:
-            out = F.interpolate(out, scale_factor=s, mode="bilinear", align_corners=True)
-        out = out[..., :h, :w]
-        return F.normalize(out, p=2, dim=1) if self.normalize_output else out
+        if resized:
+            out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=True)
+        else:
+            if s > 1:
+                out = F.interpolate(out, scale_factor=s, mode="bilinear", align_corners=True)
+            out = out[..., :h, :w]
+        out = F.normalize(out, p=2, dim=1) if self.normalize_output else out
+        return (out, feats) if return_frozen else out
 
 
 def _backbone_from(config: Any, name: str | None, dilation: bool, local_files_only: bool) -> nn.Module:
@@ -394,4 +594,5 @@ class SyntheticTeacher(ImageTeacher):
                 save_file(state, str(tmp), metadata={"settings": blob})
         teacher = cls(backbone.eval(), out_dim=out_dim, feature_dim=backbone.feature_dim, stride=backbone.stride)
         teacher.cache_path = path
+        teacher.weights = f"synthetic:{path}"
         return teacher

@@ -11,8 +11,13 @@ Policies (documented, never silent):
   :attr:`PretrainDataset.num_without_next`).
 - A frame whose points project into no camera, a camera whose superpixel map has no usable segment, and a superpixel
   map whose size differs from its image raise ``ValueError`` naming the dataset, frame and camera.
-- Superpixel id 0 is a segment like any other (SLidR, SLIC) unless ``ignore_superpixel_zero`` (SAM-style maps, where 0
-  marks pixels no mask covers): then those pixels and pairs get id -1 and are ignored by the losses.
+- Superpixel id 0: the superpixel source says what it means in its maps (``source.zero_is_segment``, one rule per
+  official generator, see :mod:`largead.superpixels.sources`); where it marks pixels no segment covers, those pixels
+  and their pairs get id -1 and are ignored by the losses. ``superpixel_ignore_zero`` (``True``/``False``) overrides
+  the source (:func:`ignores_zero`).
+- Cameras of different sizes in one frame (Waymo: 1920x1280 front, 1920x886 side) stay separate arrays (a list per
+  sample) until the resized crop gives them the configured common size; without a crop, :func:`collate_pretrain`
+  keeps per-image sizes and :class:`largead.pretrain.model.PretrainModel` runs the teacher per size.
 - Segments (RANSAC ground removal + joint HDBSCAN, :mod:`largead.pretrain.temporal`) are computed on the raw,
   un-augmented points and cached on disk; augmentations that drop points carry the segment ids along.
 - Randomness of a sample depends only on ``(seed, epoch, index)`` (:func:`largead.trainer.sample_rng`).
@@ -40,8 +45,9 @@ from largead.trainer import sample_rng
 class PretrainSample:
     """One training frame (and, for the temporal term, the frame ``frame_gap`` sweeps later).
 
-    ``points`` (N, 4) float32 after augmentation; ``images`` (C, H, W, 3) uint8; ``superpixels`` (C, H, W) int64
-    per-image ids (``-1`` = ignored pixel); ``pairs`` point/pixel pairs into ``points`` and ``images``;
+    ``points`` (N, 4) float32 after augmentation; ``images`` one (H_c, W_c, 3) uint8 array per camera (sizes may
+    differ between cameras); ``superpixels`` one (H_c, W_c) int64 id map per camera (``-1`` = ignored pixel);
+    ``pairs`` point/pixel pairs into ``points`` and ``images``;
     ``segments`` (N,) int64 segment ids shared with ``next_segments`` (-1 = ground/noise); ``next_points`` (N', 4)
     or ``None`` when the temporal term is off.
     """
@@ -50,8 +56,8 @@ class PretrainSample:
     token: str
     index: int
     points: np.ndarray
-    images: np.ndarray
-    superpixels: np.ndarray
+    images: list[np.ndarray]
+    superpixels: list[np.ndarray]
     pairs: Pairs
     segments: np.ndarray | None = None
     next_points: np.ndarray | None = None
@@ -64,9 +70,11 @@ class PretrainBatch:
 
     - ``voxels``: :class:`VoxelBatch` of all scans (frame-t scans are batch indices ``0..B-1``, next frames
       ``B..2B-1``); ``scan_dataset`` (S,) int64 index into ``datasets`` of every scan.
-    - ``images`` (C, 3, H, W) uint8 RGB (the teacher normalises); ``image_scan`` (C,) int64 scan of each image.
+    - ``images`` (C, 3, H, W) uint8 RGB (the teacher normalises) when every image has one size, else a list of C
+      (3, H_c, W_c) tensors; ``image_sizes`` (C, 2) int64 (H_c, W_c); ``image_scan`` (C,) int64 scan of each image.
     - ``pair_voxel`` (P,) int64 voxel (row of the encoder output) of each pair; ``pair_superpixel`` (P,) global
-      superpixel id; ``pixel_superpixel`` (C*H*W,) global id of every pixel, row-major per image (``-1`` ignored).
+      superpixel id; ``pixel_superpixel`` (sum_c H_c*W_c,) global id of every pixel, images in order, row-major per
+      image (``-1`` ignored).
     - ``voxel_segment`` (M,) int64 global segment id of every voxel (its first point's), ``-1`` for none, ids shared
       between a scan and its next frame.
     """
@@ -74,7 +82,7 @@ class PretrainBatch:
     voxels: VoxelBatch
     scan_dataset: torch.Tensor
     datasets: list[str]
-    images: torch.Tensor
+    images: torch.Tensor | list[torch.Tensor]
     image_scan: torch.Tensor
     pair_voxel: torch.Tensor
     pair_superpixel: torch.Tensor
@@ -83,10 +91,24 @@ class PretrainBatch:
     num_scans: int  # B (frame-t scans)
     tokens: list[str] = field(default_factory=list)
     indices: list[int] = field(default_factory=list)
+    image_sizes: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_sizes is None:
+            if not isinstance(self.images, torch.Tensor):
+                raise ValueError("PretrainBatch: images given as a list need image_sizes")
+            c, _, h, w = self.images.shape
+            self.image_sizes = torch.tensor([[h, w]] * c, dtype=torch.int64).reshape(c, 2)
 
     def to(self, device: torch.device | str) -> PretrainBatch:
-        move = {k: (v.to(device) if isinstance(v, (torch.Tensor, VoxelBatch)) else v) for k, v in vars(self).items()}
-        return PretrainBatch(**move)
+        def move(v: Any) -> Any:
+            if isinstance(v, (torch.Tensor, VoxelBatch)):
+                return v.to(device)
+            if isinstance(v, list) and v and isinstance(v[0], torch.Tensor):
+                return [t.to(device) for t in v]
+            return v
+
+        return PretrainBatch(**{k: move(v) for k, v in vars(self).items()})
 
 
 @dataclass
@@ -111,17 +133,28 @@ class AugmentConfig:
 
 @dataclass
 class PretrainDataConfig:
-    """How samples are built. ``superpixel_ignore_zero``: see the module docstring; ``max_cameras``: keep at most
+    """How samples are built. ``superpixel_ignore_zero``: ``None`` (default) = ask the superpixel source what id 0
+    means in its maps, ``True``/``False`` = override it (see the module docstring); ``max_cameras``: keep at most
     this many cameras per frame (random subset, SuperFlow uses 3 of 6; ``None`` = all); ``min_pairs``: fewer
     point-pixel pairs in a frame is an error; ``augment``: ``None`` = no augmentation."""
 
     temporal: bool = True
     frame_gap: int = 1
     segments: SegmentParams = field(default_factory=SegmentParams)
-    superpixel_ignore_zero: bool = False
+    superpixel_ignore_zero: bool | None = None
     max_cameras: int | None = None
     min_pairs: int = 1
     augment: AugmentConfig | None = None
+
+
+def ignores_zero(source: Any, override: bool | None = None) -> bool:
+    """Whether superpixel id 0 of ``source``'s maps is ignored: ``override`` when given, else
+    ``not source.zero_is_segment`` (the rule of the generator that wrote the maps, see
+    :mod:`largead.superpixels.sources`). A source object without ``zero_is_segment`` is read SLidR's way: 0 is a
+    segment."""
+    if override is not None:
+        return bool(override)
+    return not bool(getattr(source, "zero_is_segment", True))
 
 
 def slidr_augment(sample: PretrainSample, rng: np.random.Generator, cfg: AugmentConfig) -> PretrainSample:
@@ -139,14 +172,14 @@ def slidr_augment(sample: PretrainSample, rng: np.random.Generator, cfg: Augment
                                     cfg.cuboid_min_pairs)
         points = points[keep]
         segments = None if segments is None else segments[keep]
-    images, maps = sample.images, sample.superpixels
+    images, maps = list(sample.images), list(sample.superpixels)  # per camera: sizes may differ until the crop
     if cfg.crop_size is not None:
-        crop = A.resized_crop(list(images), pairs, rng, tuple(cfg.crop_size), tuple(cfg.crop_scale),
-                              tuple(cfg.crop_ratio), cfg.crop_min_pairs, cfg.crop_min_fraction, maps=list(maps))
-        images, pairs, maps = crop.images, crop.pairs, crop.maps
+        crop = A.resized_crop(images, pairs, rng, tuple(cfg.crop_size), tuple(cfg.crop_scale),
+                              tuple(cfg.crop_ratio), cfg.crop_min_pairs, cfg.crop_min_fraction, maps=maps)
+        images, pairs, maps = list(crop.images), crop.pairs, list(crop.maps)
     if cfg.hflip_p > 0:
-        images, pairs, maps, _ = A.hflip_image(np.asarray(images), pairs, rng, cfg.hflip_p, np.asarray(maps))
-    return dataclasses.replace(sample, points=points, images=np.asarray(images), superpixels=np.asarray(maps),
+        images, pairs, maps, _ = A.hflip_image(images, pairs, rng, cfg.hflip_p, maps)
+    return dataclasses.replace(sample, points=points, images=list(images), superpixels=list(maps),
                                pairs=pairs, segments=segments, next_points=next_points)
 
 
@@ -210,7 +243,11 @@ class PretrainDataset(torch.utils.data.Dataset):
     def dataset_of(self, i: int) -> str:
         return self.names[self.index[i][0]]
 
-    def _superpixels(self, source: Any, frame: Frame, where: str) -> np.ndarray:
+    def _superpixels(self, source: Any, frame: Frame, where: str) -> list[np.ndarray]:
+        try:
+            ignore_zero = ignores_zero(source, self.config.superpixel_ignore_zero)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from err
         maps = []
         for cam in frame.cameras:
             ids = np.asarray(source.segment(cam.image, cam))
@@ -218,12 +255,12 @@ class PretrainDataset(torch.utils.data.Dataset):
                 raise ValueError(f"{where} camera {cam.name or cam.token}: superpixel map is {ids.shape}, image is "
                                  f"{cam.image.shape[:2]}")
             ids = ids.astype(np.int64)
-            if self.config.superpixel_ignore_zero:
+            if ignore_zero:
                 ids = np.where(ids == 0, -1, ids)
             if not (ids >= 0).any():
                 raise ValueError(f"{where} camera {cam.name or cam.token}: the superpixel map has no segment")
             maps.append(ids)
-        return np.stack(maps)
+        return maps
 
     def __getitem__(self, i: int) -> PretrainSample:
         di, fi, ni = self.index[i]
@@ -253,7 +290,7 @@ class PretrainDataset(torch.utils.data.Dataset):
             next_points = nxt.points[:, :4].astype(np.float32)
         sample = PretrainSample(dataset=name, token=frame.token or str(fi), index=i,
                                 points=frame.points[:, :4].astype(np.float32),
-                                images=np.stack([c.image for c in frame.cameras]), superpixels=sp, pairs=pairs,
+                                images=[c.image for c in frame.cameras], superpixels=sp, pairs=pairs,
                                 segments=segments, next_points=next_points, next_segments=next_segments)
         if self.config.augment is not None:
             sample = slidr_augment(sample, rng, self.config.augment)
@@ -270,7 +307,7 @@ def collate_pretrain(samples: Sequence[PretrainSample], grid: VoxelGrid, feature
     Voxelisation is :func:`largead.sparse.voxelize.batch_voxelize` on the encoder's ``grid`` with per-point features
     from :func:`largead.pretrain.multisource.input_features` (``input_norm[dataset]`` applied), i.e. exactly what
     ``LargeADEncoder.voxelize(scans, dataset=...)`` produces. ``datasets`` fixes the dataset index order (default:
-    order of first appearance). All images must share one size.
+    order of first appearance). Images may differ in size (cameras of one rig, no crop): then ``images`` is a list.
     """
     if not samples:
         raise ValueError("collate_pretrain needs at least one sample")
@@ -288,20 +325,30 @@ def collate_pretrain(samples: Sequence[PretrainSample], grid: VoxelGrid, feature
     except ValueError as err:
         raise ValueError(f"collate_pretrain: a sample's dataset is not in {names}") from err
 
-    shapes = {s.images.shape[1:3] for s in samples}
-    if len(shapes) != 1:
-        raise ValueError(f"collate_pretrain: images of different sizes {sorted(shapes)}; crop or resize them to one size")
-    images = np.concatenate([s.images for s in samples])  # (C, H, W, 3)
-    cams = torch.tensor([s.images.shape[0] for s in samples], dtype=torch.int64)
+    images = [np.asarray(im) for s in samples for im in s.images]  # (H_c, W_c, 3) per image, in order
+    maps = [np.asarray(m) for s in samples for m in s.superpixels]
+    for s in samples:
+        if len(s.images) != len(s.superpixels):
+            raise ValueError(f"{s.dataset} frame {s.token}: {len(s.images)} images but {len(s.superpixels)} maps")
+    for k, (im, m) in enumerate(zip(images, maps)):
+        if im.ndim != 3 or im.shape[2] != 3 or m.shape != im.shape[:2]:
+            raise ValueError(f"collate_pretrain: image {k} is {im.shape} with a {m.shape} superpixel map; expected "
+                             "(H, W, 3) and (H, W)")
+    cams = torch.tensor([len(s.images) for s in samples], dtype=torch.int64)
     cam_off = torch.zeros(len(samples) + 1, dtype=torch.int64)
     cam_off[1:] = torch.cumsum(cams, 0)
     image_scan = torch.repeat_interleave(torch.arange(len(samples)), cams)
+    sizes_hw = torch.tensor([im.shape[:2] for im in images], dtype=torch.int64).reshape(-1, 2)
+    pixels = sizes_hw[:, 0] * sizes_hw[:, 1]
+    pix_off = torch.zeros(len(images), dtype=torch.int64)
+    pix_off[1:] = torch.cumsum(pixels, 0)[:-1]
 
-    sp = torch.as_tensor(np.concatenate([s.superpixels for s in samples]), dtype=torch.int64)  # (C, H, W)
-    sizes = (sp.reshape(sp.shape[0], -1).max(1).values + 1).clamp(min=0)
-    sp_off = torch.zeros(sp.shape[0], dtype=torch.int64)
-    sp_off[1:] = torch.cumsum(sizes, 0)[:-1]
-    global_sp = torch.where(sp >= 0, sp + sp_off[:, None, None], torch.full_like(sp, -1))
+    sp = torch.cat([torch.as_tensor(m, dtype=torch.int64).reshape(-1) for m in maps])  # every pixel, image by image
+    image_of_pixel = torch.repeat_interleave(torch.arange(len(images)), pixels)
+    top = torch.full((len(images),), -1, dtype=torch.int64).scatter_reduce_(0, image_of_pixel, sp, reduce="amax")
+    sp_off = torch.zeros(len(images), dtype=torch.int64)
+    sp_off[1:] = torch.cumsum((top + 1).clamp(min=0), 0)[:-1]
+    global_sp = torch.where(sp >= 0, sp + sp_off[image_of_pixel], torch.full_like(sp, -1))
 
     pp = [torch.as_tensor(s.pairs.point) + int(voxels.point_offsets[b]) for b, s in enumerate(samples)]
     pc = [torch.as_tensor(s.pairs.camera) + int(cam_off[b]) for b, s in enumerate(samples)]
@@ -309,7 +356,10 @@ def collate_pretrain(samples: Sequence[PretrainSample], grid: VoxelGrid, feature
     pair_row = torch.cat([torch.as_tensor(s.pairs.row) for s in samples])
     pair_col = torch.cat([torch.as_tensor(s.pairs.col) for s in samples])
     pair_voxel = voxels.inverse[pair_point]
-    pair_sp = global_sp[pair_cam, pair_row, pair_col]
+    bad = (pair_row < 0) | (pair_row >= sizes_hw[pair_cam, 0]) | (pair_col < 0) | (pair_col >= sizes_hw[pair_cam, 1])
+    if bool(bad.any()):
+        raise ValueError(f"collate_pretrain: {int(bad.sum())} pairs fall outside their image")
+    pair_sp = global_sp[pix_off[pair_cam] + pair_row.to(torch.int64) * sizes_hw[pair_cam, 1] + pair_col.to(torch.int64)]
 
     voxel_segment = None
     if temporal:
@@ -325,11 +375,13 @@ def collate_pretrain(samples: Sequence[PretrainSample], grid: VoxelGrid, feature
                    [torch.as_tensor(np.where(b >= 0, b + o, -1)) for _, b, o in seg_pt]
         voxel_segment = torch.cat(per_scan).to(torch.int64)[voxels.first_index]
 
-    img = torch.as_tensor(images).permute(0, 3, 1, 2).contiguous()
+    tensors = [torch.as_tensor(np.ascontiguousarray(im)).permute(2, 0, 1) for im in images]
+    one_size = len({im.shape for im in images}) == 1
+    img: torch.Tensor | list[torch.Tensor] = torch.stack(tensors) if one_size else [t.contiguous() for t in tensors]
     return PretrainBatch(voxels=voxels, scan_dataset=scan_dataset, datasets=names, images=img,
                          image_scan=image_scan, pair_voxel=pair_voxel, pair_superpixel=pair_sp,
-                         pixel_superpixel=global_sp.reshape(-1), voxel_segment=voxel_segment, num_scans=len(samples),
-                         tokens=[s.token for s in samples], indices=[s.index for s in samples])
+                         pixel_superpixel=global_sp, voxel_segment=voxel_segment, num_scans=len(samples),
+                         tokens=[s.token for s in samples], indices=[s.index for s in samples], image_sizes=sizes_hw)
 
 
 __all__ = [
@@ -339,5 +391,6 @@ __all__ = [
     "PretrainDataset",
     "PretrainSample",
     "collate_pretrain",
+    "ignores_zero",
     "slidr_augment",
 ]

@@ -32,7 +32,10 @@ class PanopticSource(SuperpixelSource):
     ``threshold``, ``mask_threshold``, ``overlap_mask_area_threshold`` are passed to
     ``post_process_panoptic_segmentation`` (its defaults); ``fuse_label_ids`` lists classes whose instances merge
     into one segment (e.g. COCO "stuff" classes, to mimic detectron2-style panoptic maps), none by default.
+    Id 0 marks pixels no segment covers (ignored in pretraining).
     """
+
+    ZERO_IS_SEGMENT = False
 
     def __init__(
         self,

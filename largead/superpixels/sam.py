@@ -16,8 +16,10 @@ Deviation, on purpose for CPU memory: steps 3-4 run on the model's low-resolutio
 1024 input, cropped to the image's area) instead of full-resolution masks. Only step 5 works at image size.
 
 Seal's id convention: masks sorted by area, largest first, each takes its rank as id, later (smaller) masks overwrite
-earlier ones, unmasked pixels 0. Seal numbers ranks from 0, so its largest mask shares id 0 with unmasked pixels;
-here ranks start at ``first_id=1`` by default so the two stay distinct (``first_id=0`` reproduces Seal's maps).
+earlier ones, unmasked pixels 0. Seal numbers ranks from 0 (``generation/SAM/superpixel_generation.py`` in
+youquanl/Segment-Any-Point-Cloud), so its largest mask shares id 0 with unmasked pixels and 0 is a segment there;
+here ranks start at ``first_id=1`` by default so the two stay distinct and 0 means "unmasked" (ignored in
+pretraining). ``first_id=0`` reproduces Seal's maps, and then 0 is a segment (:meth:`SamSource.zero_is_segment_for`).
 """
 
 from __future__ import annotations
@@ -147,6 +149,12 @@ class SamSource(SuperpixelSource):
         self.pred_iou_thresh, self.stability_score_thresh = float(pred_iou_thresh), float(stability_score_thresh)
         self.stability_score_offset, self.nms_iou_thresh = float(stability_score_offset), float(nms_iou_thresh)
         self.mask_threshold, self.first_id = float(mask_threshold), int(first_id)
+
+    @classmethod
+    def zero_is_segment_for(cls, params: dict[str, Any]) -> bool:
+        """``first_id=0`` (Seal's script, and maps without a manifest): 0 is the largest mask plus the unmasked pixels,
+        a segment; ``first_id>=1``: 0 marks unmasked pixels only."""
+        return int(params.get("first_id", 0)) == 0
 
     def params(self) -> dict[str, Any]:
         return {"model": str(self.model_name), "points_per_side": self.points_per_side,

@@ -13,8 +13,34 @@ name                      what it does
 ``synthetic-vfm``         segments of the synthetic world from its ground-truth masks, with controlled noise
 ========================  ===========================================================================================
 
-Ids are ``>= 0``; their meaning (0 = "no mask" for SAM and panoptic maps) is per source and documented there. Sources
-that read files need the camera (its ``token`` names the file); ``synthetic-vfm`` needs the camera's masks.
+Ids are ``>= 0``. What id 0 means depends on the generator that wrote the map, and each source knows it:
+:attr:`SuperpixelSource.zero_is_segment` is ``True`` when 0 is a segment like any other and ``False`` when it marks
+pixels no segment covers (the pretraining pipeline then ignores them; ``pipeline.superpixel_ignore_zero`` overrides).
+The rule per source, and the official file it is read from:
+
+- ``slic``: 0 is a segment. valeoai/SLidR ``superpixel_segmenter.py`` (``slic(..., start_label=0)``) and
+  ``pretrain/lightning_trainer.py`` ``loss_superpixels_average`` (every id pooled).
+- ``sam``, Seal's maps: 0 is a segment. youquanl/Segment-Any-Point-Cloud ``generation/SAM/superpixel_generation.py``
+  sorts the masks by area and paints ``segments_sam[m] = id`` with ``id`` counted from 0 over a zero-filled map: the
+  largest mask and the unmasked pixels share id 0 (usually road or sky, too large to drop).
+- ``sam`` run here (:mod:`largead.superpixels.sam`, ``first_id=1``, the default): 0 is void (unmasked pixels only);
+  ``first_id=0`` reproduces Seal's maps and their rule.
+- ``seem``: 0 is void. Segment-Any-Point-Cloud ``generation/SEEM/demo_code/tasks/interactive.py`` saves the
+  ``panoptic_seg`` of ``xdecoder/architectures/seem_model.py`` ``panoptic_inference``: a zero-filled map whose
+  segment ids count from 1.
+- ``xdecoder``: 0 is void. microsoft/X-Decoder ``modeling/architectures/xdecoder_model.py`` ``panoptic_inference``
+  (the same zero-filled map, ids from 1).
+- ``openseed`` (SuperFlow's published maps): 0 is a segment. Xiangxu-0103/SuperFlow
+  ``superflow/models/selfsup/superflow.py`` pools every id ``0..superpixel_size-1`` of its ``openseed_inst17`` maps
+  (``superpixel_size=17``, ``configs/_base_/models/superflow.py``), 0 included. OpenSeeD's own
+  ``openseed/architectures/openseed_model.py`` ``panoptic_inference`` writes 0 for void: maps you make with it need
+  ``pipeline.superpixel_ignore_zero: true``.
+- ``panoptic`` (:mod:`largead.superpixels.panoptic`): 0 is void (no segment kept there).
+- ``synthetic-vfm``: 0 is void (ids ``1..S``; 0 = segments left unmasked on purpose with ``granularity="sam"``).
+- ``precomputed``: the ``_manifest.json`` that ``scripts/generate_superpixels.py`` writes beside the maps names the
+  writing source and its settings, which decide; without one, the official generator's rule for ``kind`` (above).
+
+Sources that read files need the camera (its ``token`` names the file); ``synthetic-vfm`` needs the camera's masks.
 """
 
 from __future__ import annotations
@@ -22,6 +48,7 @@ from __future__ import annotations
 import abc
 import difflib
 import importlib
+import json
 import os
 import zlib
 from collections.abc import Callable, Sequence
@@ -55,6 +82,20 @@ class SuperpixelSource(abc.ABC):
 
     name: ClassVar[str] = ""
     needs_camera: ClassVar[bool] = False
+    ZERO_IS_SEGMENT: ClassVar[bool] = True
+    """Default of :meth:`zero_is_segment_for`: what id 0 means in maps this source writes (see the module table)."""
+
+    @classmethod
+    def zero_is_segment_for(cls, params: dict[str, Any]) -> bool:
+        """Whether id 0 is a segment in maps this source writes with settings ``params`` (as :meth:`params` returns
+        them and a generation manifest records them; ``{}`` = the official generator's maps)."""
+        return cls.ZERO_IS_SEGMENT
+
+    @property
+    def zero_is_segment(self) -> bool:
+        """``True``: id 0 is a segment like any other; ``False``: it marks pixels no segment covers (ignored in
+        pretraining). The pretraining pipeline asks this (``pipeline.superpixel_ignore_zero`` overrides it)."""
+        return type(self).zero_is_segment_for(self.params())
 
     def segment(self, image: np.ndarray, camera: CameraView | None = None) -> np.ndarray:
         """Segment ids (H, W) int32 of ``image`` (H, W, 3) uint8; ``camera`` is the view the image belongs to."""
@@ -110,6 +151,16 @@ def register_source(name: str) -> Callable[[type[SuperpixelSource]], type[Superp
     return wrap
 
 
+def _source_class(name: str) -> type[SuperpixelSource] | None:
+    """The registered class of source ``name`` (or of a map tag such as ``synthetic-vfm-seem``), ``None`` if unknown."""
+    if name not in _SOURCES and name in _LAZY_MODULES:
+        importlib.import_module(_LAZY_MODULES[name])
+    if name in _SOURCES:
+        return _SOURCES[name]  # type: ignore[return-value]
+    base = next((n for n in sorted(_SOURCES, key=len, reverse=True) if name.startswith(f"{n}-")), None)
+    return _SOURCES[base] if base is not None else None  # type: ignore[return-value]
+
+
 def list_sources() -> list[str]:
     """Names accepted by :func:`get_source`, sorted."""
     return sorted(set(_SOURCES) | set(_LAZY_MODULES))
@@ -133,9 +184,12 @@ def get_source(name: str, **opts: Any) -> SuperpixelSource:
 class SlicSource(SuperpixelSource):
     """scikit-image SLIC, SLidR's settings: ``slic(image, n_segments=150, compactness=6, sigma=3.0, start_label=0)``.
 
-    Ids start at 0. SLIC enforces connectivity, so a region of uniform colour may come back as few segments; the id
-    count is at most about ``n_segments``.
+    Ids start at 0 and 0 is a segment (SLidR's ``superpixel_segmenter.py`` and loss, see the module table). SLIC
+    enforces connectivity, so a region of uniform colour may come back as few segments; the id count is at most about
+    ``n_segments``.
     """
+
+    ZERO_IS_SEGMENT = True
 
     def __init__(self, n_segments: int = 150, compactness: float = 6.0, sigma: float = 3.0, start_label: int = 0):
         if n_segments < 1 or compactness <= 0 or sigma < 0 or start_label not in (0, 1):
@@ -164,6 +218,10 @@ class PrecomputedSource(SuperpixelSource):
 
     The map must have the image's size (a mismatch raises ``ValueError`` naming the file); a missing file raises
     ``FileNotFoundError`` naming the file and how to produce it.
+
+    What id 0 means (:attr:`zero_is_segment`): the ``_manifest.json`` beside the maps when there is one (written by
+    ``scripts/generate_superpixels.py``: it names the writing source and its settings), else the rule of the official
+    generator of ``kind`` (module table). A kind with neither is an error that says how to decide.
     """
 
     needs_camera = True
@@ -178,6 +236,45 @@ class PrecomputedSource(SuperpixelSource):
         self.root = None if root is None else Path(root)
         self.kind = kind
         self.directory = None if directory is None else Path(directory)
+
+    @property
+    def folder(self) -> Path:
+        """The folder holding the ``<token>.png`` maps (and possibly ``_manifest.json``)."""
+        if self.directory is not None:
+            return self.directory
+        return self.root / f"superpixels_{self.kind}"
+
+    def manifest(self) -> dict[str, Any] | None:
+        """The generation manifest beside the maps (``_manifest.json``), or ``None`` when there is none."""
+        path = self.folder / "_manifest.json"
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: unreadable superpixel manifest: {err}") from err
+        if not isinstance(data, dict) or not isinstance(data.get("source"), str):
+            raise ValueError(f"{path}: superpixel manifest has no 'source' name")
+        return data
+
+    @property
+    def zero_is_segment(self) -> bool:
+        manifest = self.manifest()
+        if manifest is not None:
+            writer = manifest["source"]
+            cls = _source_class(writer)
+            if cls is None:
+                raise ValueError(f"{self.folder / '_manifest.json'}: maps written by unknown source {writer!r}; set "
+                                 "pipeline.superpixel_ignore_zero to say whether id 0 is a segment")
+            return cls.zero_is_segment_for(dict(manifest.get("params") or {}))
+        if type(self) is not PrecomputedSource:  # seem / xdecoder / openseed: the class knows its generator
+            return type(self).zero_is_segment_for({})
+        cls = _source_class(self.kind or "")
+        if cls is None or cls is PrecomputedSource:
+            raise ValueError(f"superpixels in {self.folder}: no _manifest.json and kind {self.kind!r} has no known "
+                             "generator, so what id 0 means is unknown; set pipeline.superpixel_ignore_zero (true: 0 "
+                             "marks unsegmented pixels, false: 0 is a segment)")
+        return cls.zero_is_segment_for({})
 
     def path_for(self, token: str) -> Path:
         """Path of the PNG of camera image ``token``."""
@@ -211,9 +308,12 @@ class SeemSource(PrecomputedSource):
 
     It walks every keyframe of nuScenes v1.0-trainval, runs SEEM's 'Panoptic' task over the COCO panoptic classes
     plus "background", and writes for every camera ``sample_data`` token ``<token>.png`` (the panoptic segment id map
-    as 8-bit, 0 = no segment, as detectron2 numbers segments from 1) and ``<token>.json`` (the segments' info). Point
-    ``root`` at the folder holding ``superpixels_seem/`` (``superpixels/nuscenes`` above).
+    as 8-bit, 0 = no segment: SEEM's ``panoptic_inference`` (``xdecoder/architectures/seem_model.py`` in Seal's
+    copy) starts from a zero map and numbers segments from 1) and ``<token>.json`` (the segments' info). Point
+    ``root`` at the folder holding ``superpixels_seem/`` (``superpixels/nuscenes`` above). Id 0 is ignored.
     """
+
+    ZERO_IS_SEGMENT = False
 
     how_to_make = ("run Seal's generation/SEEM/demo_code/superpixel_generation.py (see largead.superpixels.sources."
                    "SeemSource) with -s <root>/superpixels_seem/")
@@ -226,8 +326,12 @@ class XDecoderSource(PrecomputedSource):
     Seal lists X-Decoder among its VFMs but has not released its X-Decoder generation script (as of its
     ``docs/document/SUPERPOINT.md``, "next update"). Produce the maps with the official X-Decoder panoptic demo
     (microsoft/X-Decoder) saving the panoptic id map as a single-channel PNG per camera token, or point
-    ``directory=`` at maps obtained elsewhere.
+    ``directory=`` at maps obtained elsewhere. X-Decoder's ``panoptic_inference``
+    (``modeling/architectures/xdecoder_model.py``) starts from a zero map and numbers segments from 1: id 0 is void
+    and ignored.
     """
+
+    ZERO_IS_SEGMENT = False
 
     how_to_make = ("run the official X-Decoder panoptic inference and save one single-channel id PNG per camera "
                    "token under <root>/superpixels_xdecoder/ (see largead.superpixels.sources.XDecoderSource)")
@@ -239,9 +343,17 @@ class OpenSeeDSource(PrecomputedSource):
 
     Seal has not released its OpenSeeD script. SuperFlow (Xiangxu-0103/SuperFlow, ``docs/DATA_PREPAER.md``) publishes
     OpenSeeD superpixels for nuScenes on the Hugging Face dataset ``Xiangxu-0103/SuperFlow_SuperPixel``, unpacked as
-    ``data/openseed_inst17``; pass that folder as ``directory=``. That their files are named ``<camera token>.png``
-    is *unverified* (their inner layout could not be read); a missing file raises an error naming the path tried.
+    ``data/openseed_inst17``; pass that folder as ``directory=``. Its loader
+    (``superflow/datasets/transforms/loading.py``, ``LoadMultiModalityData``) reads
+    ``<superpixel_root>/<camera sample_data token>.png``, the layout ``directory=`` expects.
+
+    Id 0 is a segment: SuperFlow's loss (``superflow/models/selfsup/superflow.py``) pools every id
+    ``0..superpixel_size-1`` (17), 0 included. Two differences to know: SuperFlow offsets ids per *sample*, so the same
+    id in two cameras of one frame is one superpixel there, while here every image's ids are its own; and OpenSeeD's
+    own panoptic inference writes 0 for void, so for maps made with it set ``pipeline.superpixel_ignore_zero: true``.
     """
+
+    ZERO_IS_SEGMENT = True
 
     how_to_make = ("download SuperFlow's OpenSeeD superpixels (HF dataset Xiangxu-0103/SuperFlow_SuperPixel) and pass "
                    "directory=<.../openseed_inst17>, or write <root>/superpixels_openseed/<token>.png yourself")
@@ -288,10 +400,11 @@ class SyntheticVFMSource(SuperpixelSource):
       left unmasked (id 0) with probability ``drop_prob``, as SAM leaves pixels no mask covers.
 
     Afterwards every segment is a connected region (disconnected pieces get their own id) and fragments smaller than
-    ``min_size`` pixels merge into a neighbour. Ids are ``1..S`` (0 = unmasked). Deterministic: the randomness is
-    seeded by ``seed`` and the camera's token (or, without one, a checksum of its masks).
+    ``min_size`` pixels merge into a neighbour. Ids are ``1..S`` (0 = unmasked, ignored in pretraining). Deterministic:
+    the randomness is seeded by ``seed`` and the camera's token (or, without one, a checksum of its masks).
     """
 
+    ZERO_IS_SEGMENT = False
     needs_camera = True
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "seem": {"stuff_grid": (1, 3), "parts": 1, "merge_prob": 0.05, "drop_prob": 0.0, "min_size": 16},

@@ -6,13 +6,18 @@ import torch
 import torch.nn.functional as F
 
 from largead.models.image import (
+    DINOV2_ARCHITECTURES,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    MOCO_V2_800EP_URL,
     ImageTeacher,
     SyntheticBackbone,
     SyntheticTeacher,
     camera_training_data,
     dilate_resnet,
+    dinov2_config,
+    load_moco_state_dict,
+    resnet50_config,
     resnet_state_dict_from_torchvision,
     train_synthetic_backbone,
 )
@@ -54,21 +59,77 @@ def test_dinov2_teacher_shapes_norm_and_frozen():
 
 
 def test_dinov2_teacher_matches_manual_pipeline():
-    """Patch tokens reshaped row-major, 1x1 head, x14 bilinear (align_corners, as SLidR), L2 norm."""
+    """Patch tokens of the last block *before* the final LayerNorm (SuperFlow's and ScaLR's ``x_pre_norm``), reshaped
+    row-major, 1x1 head, x14 bilinear (align_corners, as SLidR), L2 norm. The reference takes the pre-norm tokens from
+    ``output_hidden_states`` (the last block's output), independently of the teacher's hook."""
     torch.manual_seed(1)
     teacher = ImageTeacher.from_config(tiny_dinov2_config()).eval()
     img = images(1, 28, 42, seed=3)
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     x = (img.float() / 255 - mean) / std
-    with torch.no_grad():
-        tokens = teacher.backbone(pixel_values=x).last_hidden_state  # (1, 1 + 2*3, 32)
+
+    def reference(tokens):
         grid = torch.stack([torch.stack([tokens[0, 1 + r * 3 + c] for c in range(3)], -1) for r in range(2)], -2)
         ref = F.conv2d(grid[None], teacher.head.weight, teacher.head.bias)
-        ref = F.normalize(F.interpolate(ref, size=(28, 42), mode="bilinear", align_corners=True), dim=1)
-        out = teacher(img)
-        assert torch.allclose(out, ref, atol=1e-5)
+        return F.normalize(F.interpolate(ref, size=(28, 42), mode="bilinear", align_corners=True), dim=1)
+
+    with torch.no_grad():
+        out = teacher.backbone(pixel_values=x, output_hidden_states=True)
+        pre, post = out.hidden_states[-1], out.last_hidden_state  # (1, 1 + 2*3, 32)
+        assert torch.allclose(teacher.backbone.layernorm(pre), post, atol=1e-5)  # pre is what the LayerNorm reads
+        assert not torch.allclose(pre, post, atol=1e-2)
+        got = teacher(img)
+        assert torch.allclose(got, reference(pre), atol=1e-5)
+        teacher.vit_features = "post_norm"
+        assert torch.allclose(teacher(img), reference(post), atol=1e-5)
+        teacher.vit_features = "pre_norm"
         # float input in [0, 1] is the same as uint8
-        assert torch.allclose(teacher(img.float() / 255), out, atol=1e-6)
+        assert torch.allclose(teacher(img.float() / 255), got, atol=1e-6)
+    with pytest.raises(ValueError, match="vit_features"):
+        ImageTeacher.from_config(tiny_dinov2_config(), vit_features="middle")
+
+
+def test_dinov2_input_not_a_multiple_of_14_is_resized_not_padded():
+    """50 x 75 -> the nearest multiples of 14 (56 x 70, 4 x 5 patches), as the references feed multiples of 14;
+    the head's output is upsampled back to 50 x 75."""
+    torch.manual_seed(2)
+    teacher = ImageTeacher.from_config(tiny_dinov2_config()).eval()
+    img = images(1, 50, 75, seed=4)
+    with torch.no_grad():
+        x = teacher.normalize_images(img)
+        xr = F.interpolate(x, size=(56, 70), mode="bilinear", align_corners=False)
+        feats = teacher.backbone_features(xr)
+        assert feats.shape == (1, 32, 4, 5)
+        ref = F.normalize(F.interpolate(teacher.head(feats), size=(50, 75), mode="bilinear", align_corners=True), dim=1)
+        out, frozen = teacher(img, return_frozen=True)
+    assert torch.allclose(out, ref, atol=1e-5) and torch.equal(frozen, feats)
+    rows, cols = teacher.cell_index(50, 75)
+    # pixel centre (r + .5) * 56 / 50 lies in patch floor(. / 14): rows 0-12 -> 0, 13-24 -> 1, ...
+    assert rows.tolist() == [int((r + 0.5) * 56 / 50 // 14) for r in range(50)]
+    assert cols.tolist() == [int((c + 0.5) * 70 / 75 // 14) for c in range(75)] and cols.max() == 4
+
+
+def test_random_init_teachers_build_the_published_architectures():
+    """Explicit opt-in only; nothing is read or downloaded; the teacher records that it is random."""
+    sizes = {"vit-s": (384, 12, 6), "vit-b": (768, 12, 12), "vit-l": (1024, 24, 16)}
+    for name, (width, depth, heads) in sizes.items():
+        cfg = dinov2_config(name)
+        assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads) == (width, depth, heads)
+        assert (cfg.patch_size, cfg.mlp_ratio, cfg.image_size, cfg.layer_norm_eps) == (14, 4, 518, 1e-6)
+    assert set(DINOV2_ARCHITECTURES) == {"facebook/dinov2-small", "facebook/dinov2-base", "facebook/dinov2-large"}
+    vit = ImageTeacher.from_pretrained_backbone("vit-s", random_init=True, local_files_only=True)
+    assert vit.random_init and vit.weights == "random" and vit.stride == 14 and vit.feature_dim == 384
+    # ViT-S/14 with a 37 x 37 position grid: 22.06 M parameters (the published 21 M backbone + grid and mask token)
+    assert sum(p.numel() for p in vit.backbone.parameters()) == 22_056_576
+    res = ImageTeacher.from_pretrained_backbone("resnet50", random_init=True)
+    assert res.random_init and res.stride == 4 and res.feature_dim == 2048
+    assert sum(p.numel() for p in res.backbone.parameters()) == 23_508_032  # torchvision ResNet-50 without fc
+    assert res(images(1, 32, 48)).shape == (1, 64, 32, 48)
+    with pytest.raises(ValueError, match="random_init builds only"):
+        ImageTeacher.from_pretrained_backbone("some/hub-model", random_init=True)
+    # not random unless asked: the alias without its file is an error, never other weights
+    with pytest.raises(FileNotFoundError, match="moco_v2_800ep_pretrain.pth.tar"):
+        ImageTeacher.from_pretrained_backbone("resnet50")
 
 
 @pytest.mark.parametrize("downsample_in_bottleneck", [False, True])
@@ -114,8 +175,11 @@ def test_from_pretrained_backbone_local_folder(tmp_path):
     teacher = ImageTeacher.from_pretrained_backbone(tmp_path / "dino", local_files_only=True)
     for k, v in src.state_dict().items():
         assert torch.equal(teacher.backbone.state_dict()[k], v)
+    assert not teacher.random_init and teacher.weights == f"local:{tmp_path / 'dino'}"
     with pytest.raises(OSError, match="could not load the 2D teacher"):
         ImageTeacher.from_pretrained_backbone(tmp_path / "missing", local_files_only=True)
+    with pytest.raises(ValueError, match="does not take one"):
+        ImageTeacher.from_pretrained_backbone(tmp_path / "dino", checkpoint=tmp_path / "x.pth.tar")
 
 
 def torchvision_resnet_shapes(embedding, hidden_sizes, depths):
@@ -157,6 +221,97 @@ def test_torchvision_resnet_keys_map_onto_transformers():
                        sd["module.encoder_q.layer2.1.bn3.running_var"])
     with pytest.raises(KeyError, match="avgpool"):
         resnet_state_dict_from_torchvision({"avgpool.weight": torch.zeros(1)})
+
+
+def torchvision_resnet_forward(sd, x, depths):
+    """torchvision's Bottleneck ResNet (v1.5) forward written from its definition with functional ops, from a
+    torchvision-layout state dict: conv1 7x7/2 + bn + relu + maxpool 3/2; per block conv1 1x1, conv2 3x3 (stride of
+    the stage's first block), conv3 1x1, bn after each, downsample 1x1 conv + bn, relu after the sum."""
+    def bn(t, name):
+        return F.batch_norm(t, sd[f"{name}.running_mean"], sd[f"{name}.running_var"], sd[f"{name}.weight"],
+                            sd[f"{name}.bias"], training=False, eps=1e-5)
+
+    x = F.relu(bn(F.conv2d(x, sd["conv1.weight"], stride=2, padding=3), "bn1"))
+    x = F.max_pool2d(x, 3, 2, 1)
+    for i, depth in enumerate(depths, start=1):
+        for j in range(depth):
+            p = f"layer{i}.{j}"
+            stride = 2 if (j == 0 and i > 1) else 1
+            out = F.relu(bn(F.conv2d(x, sd[f"{p}.conv1.weight"]), f"{p}.bn1"))
+            out = F.relu(bn(F.conv2d(out, sd[f"{p}.conv2.weight"], stride=stride, padding=1), f"{p}.bn2"))
+            out = bn(F.conv2d(out, sd[f"{p}.conv3.weight"]), f"{p}.bn3")
+            if f"{p}.downsample.0.weight" in sd:
+                x = bn(F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=stride), f"{p}.downsample.1")
+            x = F.relu(out + x)
+    return x
+
+
+def fake_moco_checkpoint(path, embedding, hidden, depths, legacy=False, seed=0):
+    """A checkpoint in the layout facebookresearch/moco's main_moco.py saves: {"epoch", "arch", "state_dict",
+    "optimizer"}; state_dict of the DDP-wrapped MoCo module (moco/builder.py): module.encoder_q.* and
+    module.encoder_k.* (torchvision ResNet, fc replaced by the v2 MLP fc.0 / fc.2), module.queue, module.queue_ptr."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = torchvision_resnet_shapes(embedding, hidden, depths)
+    del shapes["fc.weight"], shapes["fc.bias"]
+    shapes |= {"fc.0.weight": (hidden[-1], hidden[-1]), "fc.0.bias": (hidden[-1],), "fc.2.weight": (128, hidden[-1]),
+               "fc.2.bias": (128,)}
+    q = {}
+    for k, s in shapes.items():
+        if k.endswith("num_batches_tracked"):
+            q[k] = torch.tensor(1000)
+        elif k.endswith("running_var"):
+            q[k] = torch.rand(s, generator=g) + 0.5
+        else:
+            q[k] = torch.randn(s, generator=g) * (0.2 if k.endswith("weight") and len(s) == 4 else 0.1)
+    state = {f"module.encoder_q.{k}": v for k, v in q.items()}
+    state |= {f"module.encoder_k.{k}": v + 1 for k, v in q.items()}
+    state |= {"module.queue": torch.randn(128, 16, generator=g), "module.queue_ptr": torch.zeros(1, dtype=torch.long)}
+    ckpt = {"epoch": 800, "arch": "resnet50", "state_dict": state,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.0, "momentum": 0.9, "params": [0, 1]}]}}
+    torch.save(ckpt, path, _use_new_zipfile_serialization=not legacy)
+    return q
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_moco_checkpoint_teacher_loads_the_query_encoder(tmp_path, legacy):
+    from transformers import ResNetConfig
+
+    depths, hidden = [1, 2, 1, 1], [16, 32, 64, 128]
+    q = fake_moco_checkpoint(tmp_path / "moco.pth.tar", 8, hidden, depths, legacy=legacy)
+    cfg = ResNetConfig(embedding_size=8, hidden_sizes=hidden, depths=depths, layer_type="bottleneck")
+    undilated = ImageTeacher.from_moco_checkpoint(tmp_path / "moco.pth.tar", config=cfg, dilation=False)
+    assert not undilated.random_init and undilated.weights == f"moco_v2:{tmp_path / 'moco.pth.tar'}"
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = torchvision_resnet_forward(q, x, depths)  # the query encoder, not encoder_k (which is q + 1)
+        got = undilated.backbone(pixel_values=x).last_hidden_state
+        assert torch.allclose(got, ref, atol=1e-4, rtol=1e-4)
+        dilated = ImageTeacher.from_moco_checkpoint(tmp_path / "moco.pth.tar", config=cfg)  # SLidR: dilated, stride 4
+        assert dilated.stride == 4
+        assert torch.allclose(dilated.backbone(pixel_values=x).last_hidden_state[..., ::8, ::8], ref, atol=1e-4,
+                              rtol=1e-4)
+    if not legacy:
+        with pytest.raises(ValueError, match="do not fit the ResNet"):  # a ResNet-50 does not fit the tiny weights
+            ImageTeacher.from_moco_checkpoint(tmp_path / "moco.pth.tar")
+
+
+def test_moco_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=MOCO_V2_800EP_URL.replace(".", r"\.")):
+        load_moco_state_dict(tmp_path / "moco_v2_800ep_pretrain.pth.tar")
+    with pytest.raises(FileNotFoundError, match="facebookresearch/moco"):
+        ImageTeacher.from_pretrained_backbone("resnet50", checkpoint=tmp_path / "nope.pth.tar")
+    torch.save({"model": {}}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="'state_dict'"):
+        load_moco_state_dict(tmp_path / "other.pth")
+    torch.save({"state_dict": {"module.encoder.conv1.weight": torch.zeros(1)}}, tmp_path / "pixpro.pth")
+    with pytest.raises(ValueError, match="module.encoder_q"):
+        load_moco_state_dict(tmp_path / "pixpro.pth")
+    (tmp_path / "junk.pth.tar").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable MoCo checkpoint"):
+        load_moco_state_dict(tmp_path / "junk.pth.tar")
+    cfg = resnet50_config()  # torchvision's ResNet-50: v1.5, bottleneck, 64 -> 256..2048
+    assert (cfg.embedding_size, cfg.hidden_sizes, list(cfg.depths), cfg.downsample_in_bottleneck) == \
+        (64, [256, 512, 1024, 2048], [3, 4, 6, 3], False)
 
 
 @pytest.fixture(scope="module")

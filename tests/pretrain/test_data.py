@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -47,7 +45,7 @@ def test_collate_pairs_superpixels_segments(synthetic, tmp_path):
         assert torch.equal(vox[:, 1:], quantize(torch.as_tensor(s.points[s.pairs.point]), GRID))
         # pair superpixel = the map value at its pixel, offset by the ids of the images before
         cam = s.pairs.camera + 2 * k
-        raw = np.concatenate([x.superpixels for x in samples])[cam, s.pairs.row, s.pairs.col]
+        raw = np.concatenate([np.stack(x.superpixels) for x in samples])[cam, s.pairs.row, s.pairs.col]
         flat = b.pixel_superpixel.view(4, 24, 40)[torch.as_tensor(cam), torch.as_tensor(s.pairs.row),
                                                   torch.as_tensor(s.pairs.col)]
         assert torch.equal(b.pair_superpixel[sel], flat)
@@ -93,11 +91,13 @@ def test_augment_keeps_pairs_segments_and_next_frame_consistent(synthetic, tmp_p
     d0 = np.linalg.norm(s.points[:20, None, :3] - s.next_points[None, :20, :3], axis=2)
     d1 = np.linalg.norm(out.points[:20, None, :3] - out.next_points[None, :20, :3], axis=2)
     assert np.allclose(d0, d1, atol=1e-4)
-    # flipped images: every pair still reads the same superpixel id and colour
-    assert np.array_equal(out.superpixels[out.pairs.camera, out.pairs.row, out.pairs.col],
-                          s.superpixels[s.pairs.camera, s.pairs.row, s.pairs.col])
-    assert np.array_equal(out.images[out.pairs.camera, out.pairs.row, out.pairs.col],
-                          s.images[s.pairs.camera, s.pairs.row, s.pairs.col])
+    # flipped images: every pair still reads the same superpixel id and colour (the cameras share a size here)
+    sp0, sp1 = np.stack(s.superpixels), np.stack(out.superpixels)
+    im0, im1 = np.stack(s.images), np.stack(out.images)
+    assert np.array_equal(sp1[out.pairs.camera, out.pairs.row, out.pairs.col],
+                          sp0[s.pairs.camera, s.pairs.row, s.pairs.col])
+    assert np.array_equal(im1[out.pairs.camera, out.pairs.row, out.pairs.col],
+                          im0[s.pairs.camera, s.pairs.row, s.pairs.col])
     dropped = slidr_augment(s, np.random.default_rng(1), AugmentConfig(rotate=False, flip_p=0.0, crop_size=None,
                                                                        hflip_p=0.0, cuboid_max_fraction=0.9,
                                                                        cuboid_min_pairs=1))
@@ -111,21 +111,28 @@ def test_augment_keeps_pairs_segments_and_next_frame_consistent(synthetic, tmp_p
 
 
 class _Stub:
-    """A one-frame dataset with a hand-built camera (lidar x forward -> camera z)."""
+    """A one-frame dataset with hand-built cameras (lidar x forward -> camera z); ``sizes`` gives each camera's
+    (H, W) (the first is the front camera, the others look at the same points through a shifted principal point)."""
 
     name, has_cameras, temporal = "stub", True, False
 
-    def __init__(self, behind: bool = False):
+    def __init__(self, behind: bool = False, sizes=((24, 40),)):
         rng = np.random.default_rng(0)
         pts = np.c_[rng.uniform(5, 15, 200), rng.uniform(-3, 3, 200), rng.uniform(-1, 1, 200), rng.uniform(0, 1, 200)]
         l2c = np.eye(4)
         l2c[:3, :3] = [[0, -1, 0], [0, 0, -1], [1, 0, 0]]
         if behind:
             l2c[:3, :3] = l2c[:3, :3] @ np.diag([-1.0, -1.0, 1.0])  # turned 180 deg about z: every point behind
-        cam = CameraView(image=np.full((24, 40, 3), 100, np.uint8), intrinsics=np.array([[20, 0, 20], [0, 20, 12],
-                                                                                         [0, 0, 1.0]]),
-                         lidar_to_camera=l2c, name="CAM", token="stub-cam")
-        self.f = Frame(points=pts.astype(np.float32), cameras=[cam], token="stub-0", dataset="stub")
+        cams = []
+        for c, (h, w) in enumerate(sizes):
+            image = np.zeros((h, w, 3), np.uint8)
+            image[..., 0] = np.arange(w)[None] * 5 % 256  # column ramp: tells pixels apart
+            image[..., 1] = np.arange(h)[:, None] * 7 % 256
+            image[..., 2] = 40 * c
+            cams.append(CameraView(image=image, intrinsics=np.array([[20, 0, w / 2], [0, 20, h / 2], [0, 0, 1.0]]),
+                                   lidar_to_camera=l2c, name=f"CAM{c}" if c else "CAM",
+                                   token=f"stub-cam{c}" if c else "stub-cam"))
+        self.f = Frame(points=pts.astype(np.float32), cameras=cams, token="stub-0", dataset="stub")
 
     def __len__(self):
         return 1
@@ -142,6 +149,8 @@ class _Src:
         self.ids = ids
 
     def segment(self, image, camera=None):
+        if callable(self.ids):
+            return self.ids(image)
         return self.ids
 
 
@@ -176,12 +185,83 @@ def test_precomputed_png_of_wrong_size_names_the_file(tmp_path):
         PretrainDataset([_Stub()], get_source("seem", root=tmp_path), PretrainDataConfig(temporal=False))[0]
 
 
-def test_collate_rejects_mixed_image_sizes():
-    stub = _Stub()
-    a = _stub_ds(stub, np.zeros((24, 40), int))[0]
-    b = dataclasses.replace(a, images=a.images[:, :20], superpixels=a.superpixels[:, :20])
-    with pytest.raises(ValueError, match="images of different sizes"):
-        collate_pretrain([a, b], GRID)
+def _grid_ids(image):
+    """Superpixels of any size: 8 x 8 pixel blocks, numbered row-major."""
+    h, w = image.shape[:2]
+    return (np.arange(h)[:, None] // 8) * ((w + 7) // 8) + np.arange(w)[None] // 8
+
+
+def test_mixed_camera_sizes_without_crop_collate_and_teacher():
+    """Waymo-like rig: a 48 x 64 front camera and a 32 x 64 side camera in one frame, no crop."""
+    from largead.models.image import ImageTeacher
+    from largead.pretrain.model import ObjectiveConfig, PretrainModel
+    from largead.pretrain.objectives import LossWeights
+
+    stub = _Stub(sizes=((48, 64), (32, 64)))
+    ds = PretrainDataset([stub], _Src(_grid_ids), PretrainDataConfig(temporal=False))
+    s = ds[0]
+    assert [im.shape for im in s.images] == [(48, 64, 3), (32, 64, 3)] and [m.shape for m in s.superpixels] == \
+        [(48, 64), (32, 64)]
+    b = collate_pretrain([s, s], GRID)
+    assert isinstance(b.images, list) and [tuple(t.shape) for t in b.images] == [(3, 48, 64), (3, 32, 64)] * 2
+    assert b.image_sizes.tolist() == [[48, 64], [32, 64]] * 2
+    # every pixel's global id: the image's map offset by the ids of the images before it
+    sizes = [48 * 64, 32 * 64] * 2
+    maps = [_grid_ids(np.zeros((h, w))) for h, w in [(48, 64), (32, 64)] * 2]
+    offsets = np.cumsum([0] + [int(m.max()) + 1 for m in maps])[:-1]
+    want = np.concatenate([(m + o).ravel() for m, o in zip(maps, offsets)])
+    assert b.pixel_superpixel.shape == (sum(sizes),) and np.array_equal(b.pixel_superpixel.numpy(), want)
+    # each pair reads the id at its pixel
+    n = len(s.pairs)
+    for k in range(2):
+        cam = s.pairs.camera + 2 * k
+        ref = np.array([maps[c][r, q] + offsets[c] for c, r, q in zip(cam, s.pairs.row, s.pairs.col)])
+        assert np.array_equal(b.pair_superpixel[k * n:(k + 1) * n].numpy(), ref)
+    assert set(s.pairs.camera.tolist()) == {0, 1}  # both cameras see points
+    img = [np.asarray(t.permute(1, 2, 0)) for t in b.images]
+    assert all(np.array_equal(img[c][r, q], s.images[c][r, q]) for c, r, q in
+               zip(s.pairs.camera[:50], s.pairs.row[:50], s.pairs.col[:50]))
+    # the model runs the teacher per size: features of each image equal the teacher run on that image alone
+    teacher = ImageTeacher(torch.nn.Conv2d(3, 4, 2, stride=2), out_dim=8, feature_dim=4, stride=2)
+    model = PretrainModel(torch.nn.Module(), teacher, ObjectiveConfig(weights=LossWeights(1, 0, 0, 0)))
+    pix, _ = model.image_features(b.images)
+    alone = torch.cat([teacher(t[None])[0].permute(1, 2, 0).reshape(-1, 8) for t in b.images])
+    assert torch.allclose(pix, alone, atol=1e-6)
+
+
+def test_mixed_camera_sizes_with_crop_become_one_size():
+    stub = _Stub(sizes=((48, 64), (32, 64)))
+    aug = AugmentConfig(rotate=False, flip_p=0.0, drop_cuboid=False, crop_size=(16, 28), crop_min_pairs=1,
+                        hflip_p=0.5)
+    s = PretrainDataset([stub], _Src(_grid_ids), PretrainDataConfig(temporal=False, augment=aug))[0]
+    assert [im.shape for im in s.images] == [(16, 28, 3)] * 2
+    b = collate_pretrain([s], GRID)
+    assert isinstance(b.images, torch.Tensor) and b.images.shape == (2, 3, 16, 28)
+    flat = b.pixel_superpixel.view(2, 16, 28)
+    assert torch.equal(b.pair_superpixel, flat[torch.as_tensor(s.pairs.camera), torch.as_tensor(s.pairs.row),
+                                               torch.as_tensor(s.pairs.col)])
+
+
+@pytest.mark.parametrize("kind,zero_kept", [("seem", False), ("sam", True), ("slic", True)])
+def test_pipeline_asks_the_source_what_id_zero_means(tmp_path, kind, zero_kept):
+    """SEEM's panoptic maps: 0 is void (ignored, -1); Seal's SAM maps and SLIC: 0 is a segment (kept). A config
+    override (superpixel_ignore_zero) wins over the source."""
+    from PIL import Image
+
+    from largead.superpixels import get_source, superpixel_path
+
+    ids = np.zeros((24, 40), np.uint8)  # written as the official scripts do: uint8 PNG via PIL
+    ids[:, 20:] = 1
+    ids[:8, :8] = 2
+    path = superpixel_path(tmp_path, kind, "stub-cam")
+    path.parent.mkdir(parents=True)
+    Image.fromarray(ids).save(path)
+    src = get_source(kind, root=tmp_path) if kind == "seem" else get_source("precomputed", root=tmp_path, kind=kind)
+    sample = PretrainDataset([_Stub()], src, PretrainDataConfig(temporal=False))[0]
+    want = ids.astype(np.int64) if zero_kept else np.where(ids == 0, -1, ids.astype(np.int64))
+    assert np.array_equal(sample.superpixels[0], want)
+    flipped = PretrainDataset([_Stub()], src, PretrainDataConfig(temporal=False, superpixel_ignore_zero=zero_kept))[0]
+    assert np.array_equal(flipped.superpixels[0] >= 0, ~(want >= 0) | (ids > 0))
 
 
 def test_non_camera_or_non_temporal_dataset_refused():

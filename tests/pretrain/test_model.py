@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from largead.pretrain.data import PretrainDataConfig, PretrainDataset, collate_pretrain
 from largead.pretrain.model import ObjectiveConfig, PretrainModel
-from largead.pretrain.objectives import LossWeights, l_p2s, l_tmp, l_vfm
+from largead.pretrain.objectives import CdpConfig, LossWeights, l_cdp, l_p2s, l_tmp, l_vfm, superpixel_prototypes
 from largead.pretrain.temporal import SegmentCache, SegmentParams
 from largead.sparse.voxelize import VoxelGrid
 
@@ -30,13 +30,23 @@ class _Encoder(torch.nn.Module):
         return F.normalize(self.net(x), dim=1)
 
 
-class _Teacher(torch.nn.Module):
+class _Backbone(torch.nn.Module):
+    """A fixed, non-trainable stand-in for a frozen image backbone: a random 3 -> 6 1x1 conv + ReLU at stride 2."""
+
     def __init__(self):
         super().__init__()
-        self.head = torch.nn.Conv2d(3, 8, 1)
+        self.conv = torch.nn.Conv2d(3, 6, 2, stride=2)
 
-    def forward(self, images):
-        return F.normalize(self.head(images.float() / 255.0), dim=1)
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+def _Teacher():
+    """ImageTeacher (frozen backbone, trainable 1x1 head to 8 dims, upsampling, L2 norm) on the stand-in backbone."""
+    from largead.models.image import ImageTeacher
+
+    torch.manual_seed(0)
+    return ImageTeacher(_Backbone(), out_dim=8, feature_dim=6, stride=2)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +80,9 @@ def test_terms_equal_objectives_on_the_right_rows(batch):
     assert out["p2s"].item() == pytest.approx(l_p2s(vox[rows], own, scan[rows], 0.1).item(), rel=1e-6)
     assert out["loss"].item() == pytest.approx(sum(out[k].item() for k in ("vfm", "tmp", "p2s", "cdp")), rel=1e-6)
     out["loss"].backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
+    assert all(p.grad is None for p in model.teacher.backbone.parameters())  # the frozen backbone stays frozen
 
 
 def test_weights_drop_terms_and_max_rows_subsamples(batch):
@@ -85,9 +97,66 @@ def test_weights_drop_terms_and_max_rows_subsamples(batch):
         PretrainModel(_Encoder(), _Teacher(), ObjectiveConfig(weights=LossWeights(0, 0, 0, 0)))(b)
 
 
-def test_cross_dataset_term_in_multi_source_batch(batch):
+def _two_dataset_batch(batch):
     other = dataclasses.replace(batch[1], dataset="synthetic-kitti")
     b = collate_pretrain([batch[0], other], GRID, datasets=["synthetic", "synthetic-kitti"])
     assert b.scan_dataset.tolist() == [0, 1, 0, 1]
-    out = PretrainModel(_Encoder(), _Teacher())(b)
+    return b
+
+
+LOOSE = CdpConfig(threshold=0.0, warmup=0.2)  # the tiny world's few superpoints: a low bar so pairs exist
+
+
+def test_cross_dataset_term_in_multi_source_batch(batch):
+    b = _two_dataset_batch(batch)
+    model = PretrainModel(_Encoder(), _Teacher(), ObjectiveConfig(cdp=LOOSE))
+    out = model(b, progress=0.5)
+    assert model.last_stats["cdp_pairs"] > 0
     assert out["cdp"].item() > 0 and np.isfinite(out["cdp"].item())
+    # the term equals l_cdp on k (3D prototypes) and the frozen backbone prototypes, recomputed independently
+    vox = model.encoder.forward_batch(b.voxels)
+    pix = model.teacher(b.images).permute(0, 2, 3, 1).reshape(-1, 8)
+    k, _, kept = superpixel_prototypes(vox[b.pair_voxel], b.pair_superpixel, pix, b.pixel_superpixel)
+    with torch.no_grad():  # frozen map, nearest-cell upsampled to pixels, averaged per superpixel (a naive loop)
+        fmap = model.teacher.backbone(model.teacher.normalize_images(b.images))  # (C, 6, 12, 20)
+        up = fmap.repeat_interleave(2, 2).repeat_interleave(2, 3)  # stride 2, even image sizes
+        per_pixel = up.permute(0, 2, 3, 1).reshape(-1, 6)
+        g = torch.stack([per_pixel[b.pixel_superpixel == i].mean(0) for i in kept.tolist()])
+    image_of_sp = torch.stack([torch.nonzero(b.pixel_superpixel == i)[0, 0] // (24 * 40) for i in kept.tolist()])
+    ds = b.scan_dataset[b.image_scan[image_of_sp]]
+    ref = l_cdp(k, g, ds, 0.07, LOOSE.threshold, LOOSE.mutual, LOOSE.negative_margin, LOOSE.center)
+    assert out["cdp"].item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_cdp_positives_come_from_frozen_features_not_the_head(batch):
+    b = _two_dataset_batch(batch)
+    model = PretrainModel(_Encoder(), _Teacher(), ObjectiveConfig(cdp=LOOSE))
+    pairs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model.teacher.head.reset_parameters()  # a different trainable head ...
+        model(b, progress=1.0)
+        pairs.append(model.last_cdp_pairs)
+    assert torch.equal(pairs[0][0], pairs[1][0]) and torch.equal(pairs[0][1], pairs[1][1])  # ... the same pairs
+    assert pairs[0][0].numel() > 0
+    with torch.no_grad():  # a different frozen backbone changes them
+        model.teacher.backbone.conv.weight.mul_(-1.0).add_(0.3)
+    model(b, progress=1.0)
+    changed = model.last_cdp_pairs
+    assert changed[0].shape != pairs[0][0].shape or not torch.equal(changed[1], pairs[0][1])
+
+
+def test_cdp_warmup(batch):
+    b = _two_dataset_batch(batch)
+    model = PretrainModel(_Encoder(), _Teacher(), ObjectiveConfig(cdp=LOOSE))
+    before = model(b, progress=0.19)
+    assert before["cdp"].item() == 0.0 and model.last_stats["cdp_pairs"] == 0
+    assert before["loss"].item() == pytest.approx(sum(before[k].item() for k in ("vfm", "tmp", "p2s")), rel=1e-6)
+    model.set_progress(2, 10)  # 0.2: the warm-up is over
+    after = model(b)
+    assert after["cdp"].item() > 0 and model.last_stats["cdp_pairs"] > 0
+    with pytest.raises(ValueError, match="progress"):
+        PretrainModel(_Encoder(), _Teacher(), ObjectiveConfig(cdp=LOOSE))(b)  # nobody said where training is
+    # a single-dataset batch needs no progress (the term is 0 anyway)
+    single = collate_pretrain(batch, GRID)
+    assert PretrainModel(_Encoder(), _Teacher(), ObjectiveConfig(cdp=LOOSE))(single)["cdp"].item() == 0.0

@@ -87,3 +87,13 @@ def test_bad_arguments(tmp_path, script, capsys):
     assert "Did you mean 'slic'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         script.main(["--source", "slic", "--dataset", "synthetic", "--out", str(tmp_path), "--option", "novalue"])
+
+
+def test_generated_maps_carry_their_zero_rule(tmp_path, script):
+    """The manifest the script writes tells a reader of the maps what id 0 means (synthetic-vfm: void; slic: a
+    segment)."""
+    for source, options, tag, zero in (("synthetic-vfm", ["--option", "granularity=sam"], "synthetic-vfm-sam", False),
+                                       ("slic", [], "slic", True)):
+        argv = ["--source", source, *options, "--dataset", "synthetic", "--out", str(tmp_path), "--limit", "1", *SMALL]
+        assert script.main(argv) == 0
+        assert get_source("precomputed", root=tmp_path, kind=tag).zero_is_segment is zero

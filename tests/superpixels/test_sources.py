@@ -146,3 +146,99 @@ def test_synthetic_vfm_errors():
         get_source("synthetic-vfm", granularity="fine")
     with pytest.raises(TypeError, match="unknown synthetic-vfm options"):
         get_source("synthetic-vfm", merge=0.1)
+
+
+# ------------------------------------------------------------------------------------ id 0, per official generator
+
+
+def write_png_uint8(path, ids):
+    """The official scripts' writer: ``Image.fromarray(ids.astype(np.uint8)).save(path)`` (Seal's SAM and SEEM
+    scripts, SLidR's SLIC script), parents created."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(ids).astype(np.uint8)).save(path)
+
+
+def seal_sam_map(h=24, w=32):
+    """Seal's generation/SAM/superpixel_generation.py: masks sorted by area (largest first), painted over a
+    zero-filled map with ``id`` from ``enumerate`` (0 first): the largest mask and the unmasked pixels share 0."""
+    masks = np.zeros((3, h, w), bool)
+    masks[0, h // 2:, :] = True  # road: the largest mask
+    masks[1, :8, :10] = True
+    masks[2, 2:6, 20:28] = True
+    seg = np.zeros((h, w))
+    for i, m in enumerate(sorted(masks, key=lambda m: m.sum(), reverse=True)):
+        seg[m] = i
+    return seg, masks
+
+
+def panoptic_map(h=24, w=32):
+    """detectron2-style ``panoptic_inference`` (SEEM's seem_model.py, X-Decoder's xdecoder_model.py, OpenSeeD's
+    openseed_model.py): a zero-filled int32 map, kept segments numbered from 1, unclaimed pixels left 0 (void)."""
+    seg = np.zeros((h, w), np.int32)
+    seg[: h // 2, : w // 2] = 1
+    seg[h // 2:, :] = 2
+    seg[2:6, 20:28] = 3  # the rest of the top-right quarter stays void
+    return seg
+
+
+@pytest.mark.parametrize("kind,writer,zero_is_segment", [
+    ("seem", "panoptic", False),
+    ("xdecoder", "panoptic", False),
+    ("openseed", "superflow", True),
+    ("sam", "seal_sam", True),
+    ("slic", "slic", True),
+])
+def test_zero_rule_per_source_on_official_maps(tmp_path, kind, writer, zero_is_segment):
+    img = structured_image(24, 32)
+    if writer == "panoptic":
+        ids = panoptic_map()
+    elif writer == "superflow":  # SuperFlow's openseed_inst17: ids 0..16, <sample_data token>.png in one folder
+        ids = (np.arange(24 * 32).reshape(24, 32) // 48) % 17
+    elif writer == "seal_sam":
+        ids, _ = seal_sam_map()
+    else:  # SLidR's superpixel_segmenter.py
+        ids = slic(img, n_segments=150, compactness=6, sigma=3.0, start_label=0)
+    if kind == "openseed":
+        write_png_uint8(tmp_path / "openseed_inst17" / "tok.png", ids)
+        src = get_source("openseed", directory=tmp_path / "openseed_inst17")
+    elif kind in ("seem", "xdecoder"):
+        write_png_uint8(tmp_path / f"superpixels_{kind}" / "tok.png", ids)
+        src = get_source(kind, root=tmp_path)
+    else:  # Seal / SLidR maps read by the generic reader, no manifest beside them
+        write_png_uint8(tmp_path / f"superpixels_{kind}" / "tok.png", ids)
+        src = get_source("precomputed", root=tmp_path, kind=kind)
+    got = src.segment(img, camera(img, "tok"))
+    assert np.array_equal(got, np.asarray(ids).astype(np.uint8)) and (got == 0).any()
+    assert src.zero_is_segment is zero_is_segment
+
+
+def test_zero_rule_of_maps_written_here_follows_the_manifest(tmp_path):
+    import json
+
+    _, masks = seal_sam_map()
+    from largead.superpixels.sam import SamSource, masks_to_ids
+
+    ours = masks_to_ids(masks)  # first_id=1: 0 = unmasked only
+    assert not SamSource.zero_is_segment_for({"first_id": 1}) and SamSource.zero_is_segment_for({"first_id": 0})
+    save_superpixels(tmp_path / "superpixels_sam" / "tok.png", ours)
+    src = get_source("precomputed", root=tmp_path, kind="sam")
+    assert src.zero_is_segment  # no manifest: Seal's maps, 0 = largest mask + unmasked
+    manifest = {"source": "sam", "tag": "sam", "params": {"model": "x", "first_id": 1}}
+    (tmp_path / "superpixels_sam" / "_manifest.json").write_text(json.dumps(manifest))
+    assert src.zero_is_segment is False
+    manifest["params"]["first_id"] = 0
+    (tmp_path / "superpixels_sam" / "_manifest.json").write_text(json.dumps(manifest))
+    assert src.zero_is_segment is True
+    # in-process sources know their own rule
+    assert get_source("slic").zero_is_segment is True
+    assert get_source("synthetic-vfm", granularity="sam").zero_is_segment is False
+    # a kind nobody knows, without a manifest: an error that says how to decide
+    save_superpixels(tmp_path / "superpixels_mystery" / "tok.png", np.zeros((24, 32), int))
+    mystery = get_source("precomputed", root=tmp_path, kind="mystery")
+    with pytest.raises(ValueError, match="superpixel_ignore_zero"):
+        _ = mystery.zero_is_segment
+    # a synthetic-vfm tag resolves to its source
+    save_superpixels(tmp_path / "superpixels_synthetic-vfm-sam" / "tok.png", np.zeros((24, 32), int))
+    assert get_source("precomputed", root=tmp_path, kind="synthetic-vfm-sam").zero_is_segment is False
