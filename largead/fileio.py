@@ -25,9 +25,11 @@ Guarantees
     :func:`largead.superpixels.save_superpixels` and its generator's manifest, the synthetic teacher's cache.
 
 - **Recognisable temporaries.** A temporary is named ``.<name>.tmp-<host>-<pid>-<random>[<suffix>]`` (``.old-``
-  for a folder moved aside during a replacement), where ``<host>`` is an 8-hex-digit hash of the host name and
-  ``<pid>`` the writing process. :func:`clean_stale_temporaries` removes those whose process on this host is dead
-  (leftovers of a killed writer); temporaries of live processes and of other hosts (a shared file system) are kept.
+  for a folder moved aside during a replacement), where ``<host>`` is an 8-hex-digit hash of the host name and the
+  PID namespace (so two containers sharing a host name do not mistake each other's PIDs) and ``<pid>`` the writing
+  process. :func:`clean_stale_temporaries` removes those whose process is dead (leftovers of a killed writer);
+  temporaries of live processes and of other hosts or containers (a shared file system) are kept, unless the caller
+  says it is the folder's only writer (``all_owners=True``, e.g. while holding the run folder's lock).
 
 The finished file gets the permissions a plain ``open(path, "w")`` would give it (``0o666`` minus the umask), a
 finished folder those of ``os.mkdir`` (``0o777`` minus the umask), not ``mkstemp``'s owner-only ``0o600``/``0o700``.
@@ -233,11 +235,18 @@ def _replace(src: PathLike, dst: PathLike) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ temporaries
-_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+def _host_token() -> str:
+    ident = socket.gethostname()
+    with contextlib.suppress(OSError):  # the PID namespace: constant on a host, its own in each container
+        ident += f"|pidns:{os.stat('/proc/self/ns/pid').st_ino}"
+    return hashlib.sha1(ident.encode()).hexdigest()[:8]
+
+
+_HOST = _host_token()
 _TEMP_RE = re.compile(r"^\.(?P<target>.+?)\.(?P<kind>tmp|old)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[a-z0-9_]+(?:\..*)?$",
                       re.DOTALL)
-# Folders written by largead <= 0.1's trainer.atomic_directory: ".<name>.tmp-<pid>" / ".<name>.old-<pid>" (no host;
-# that writer ran on the main process only, so they are treated as this host's).
+# Folders written by largead <= 0.1's trainer.atomic_directory: ".<name>.tmp-<pid>" / ".<name>.old-<pid>" (no host).
+# Recognised only on request (``legacy=True``): the pattern is loose enough to match a user's own file name.
 _LEGACY_RE = re.compile(r"^\.(?P<target>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)$", re.DOTALL)
 
 
@@ -250,12 +259,16 @@ def _temporary_name(final: Path, kind: str = "tmp") -> Path:
     return final.with_name(_prefix(final.name, kind) + os.urandom(6).hex())
 
 
-def temporary_owner(name: str) -> tuple[str, int] | None:
-    """``(host hash, pid)`` of a temporary name written by this module, or ``None`` if ``name`` is not one."""
+def temporary_owner(name: str, legacy: bool = False) -> tuple[str, int] | None:
+    """``(host token, pid)`` of a temporary name written by this module, or ``None`` if ``name`` is not one.
+
+    ``legacy``: also recognise ``.<name>.tmp-<pid>`` / ``.<name>.old-<pid>`` (largead <= 0.1's
+    ``trainer.atomic_directory``), attributed to this host.
+    """
     m = _TEMP_RE.match(name)
     if m:
         return m["host"], int(m["pid"])
-    m = _LEGACY_RE.match(name)
+    m = _LEGACY_RE.match(name) if legacy else None
     if m:
         return _HOST, int(m["pid"])
     return None
@@ -281,12 +294,17 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def clean_stale_temporaries(folder: PathLike, *, recursive: bool = False) -> list[Path]:
+def clean_stale_temporaries(folder: PathLike, *, recursive: bool = False, all_owners: bool = False,
+                            legacy: bool = False) -> list[Path]:
     """Remove the temporaries (files and folders, see the module docstring) in ``folder`` whose writer is dead.
 
-    Only temporaries written on this host are considered; one is stale when its process no longer runs (a zombie
-    counts as dead). Temporaries of live processes (a concurrent writer, this process) and of other hosts are kept.
-    With ``recursive`` the sub-folders are searched too. A missing ``folder`` is fine. Returns the removed paths.
+    A temporary is stale when it was written on this host (and PID namespace) by a process that no longer runs (a
+    zombie counts as dead). Temporaries of live processes (a concurrent writer, this process) and of other hosts or
+    containers are kept. ``all_owners=True`` removes every recognised temporary but this process's own, whoever
+    wrote it: only for a caller that knows it is the folder's only writer (it holds the folder's lock).
+    ``legacy=True`` also removes ``.<name>.tmp-<pid>`` / ``.old-<pid>`` *folders* of dead processes (largead <= 0.1's
+    ``trainer.atomic_directory``). ``recursive``: search sub-folders too. A missing ``folder`` is fine. Returns the
+    removed paths, sorted.
     """
     folder = Path(folder)
     removed: list[Path] = []
@@ -301,11 +319,18 @@ def clean_stale_temporaries(folder: PathLike, *, recursive: bool = False) -> lis
             continue
         for entry in entries:
             owner = temporary_owner(entry.name)
-            if owner is not None and owner[0] == _HOST and not _pid_alive(owner[1]):
-                _remove(entry.path)
-                removed.append(Path(entry.path))
-                log.info("removed %s, left behind by process %d (no longer running)", entry.path, owner[1])
-            elif recursive and entry.is_dir(follow_symlinks=False):
+            if owner is None and legacy and entry.is_dir(follow_symlinks=False):
+                owner = temporary_owner(entry.name, legacy=True)
+            if owner is not None:
+                host, pid = owner
+                if (host, pid) == (_HOST, os.getpid()):
+                    continue  # our own, in use
+                if all_owners or (host == _HOST and not _pid_alive(pid)):
+                    _remove(entry.path)
+                    removed.append(Path(entry.path))
+                    log.info("removed %s, left behind by process %d (no longer writing)", entry.path, pid)
+                continue
+            if recursive and entry.is_dir(follow_symlinks=False):
                 stack.append(Path(entry.path))
     return sorted(removed)
 

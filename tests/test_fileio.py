@@ -73,7 +73,8 @@ def test_temporary_name_keeps_the_suffix_and_names_its_owner(tmp_path):
         assert temporary_owner(d.name) == (fileio._HOST, os.getpid())
     for name in ("fig.png", "encoder", ".hidden", ".x.tmp-zz-12-abc", "notes.tmp-12"):
         assert temporary_owner(name) is None
-    assert temporary_owner(".encoder.tmp-4242") == (fileio._HOST, 4242)  # trainer.atomic_directory's old name
+    assert temporary_owner(".encoder.tmp-4242") is None  # trainer.atomic_directory's old name: only on request
+    assert temporary_owner(".encoder.tmp-4242", legacy=True) == (fileio._HOST, 4242)
 
 
 def test_json(tmp_path):
@@ -254,11 +255,15 @@ def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
         (dead_dir / "notes.txt").write_text("kept")
         legacy = dead_dir / f".encoder.tmp-{killed.pid}"  # the name trainer.atomic_directory used to give
         legacy.mkdir()
+        lookalike = dead_dir / f".bashrc.old-{killed.pid}"  # a user's file that happens to match the old pattern
+        lookalike.write_text("kept")
         assert sorted(os.listdir(dead_dir)) == sorted([*dead_names, "encoder", ".encoder.tmp-ffffffff-1-abc",
-                                                      "notes.txt", legacy.name])
+                                                      "notes.txt", legacy.name, lookalike.name])
         removed = clean_stale_temporaries(dead_dir)
-        assert sorted(p.name for p in removed) == sorted([*dead_names, legacy.name])
-        assert sorted(os.listdir(dead_dir)) == [".encoder.tmp-ffffffff-1-abc", "encoder", "notes.txt"]
+        assert sorted(p.name for p in removed) == sorted(dead_names)
+        assert [p.name for p in clean_stale_temporaries(dead_dir, legacy=True)] == [legacy.name]  # folders only
+        assert sorted(os.listdir(dead_dir)) == sorted([".encoder.tmp-ffffffff-1-abc", "encoder", "notes.txt",
+                                                       lookalike.name])
         # a live writer's temporaries are kept, also when searched recursively from above
         assert clean_stale_temporaries(tmp_path, recursive=True) == []
         assert sorted(os.listdir(live_dir)) == sorted(live_names)
@@ -266,7 +271,7 @@ def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
         alive.kill()
         alive.wait(10)
     nested = tmp_path / "live"
-    assert sorted(p.name for p in clean_stale_temporaries(tmp_path)) == []  # not recursive: nested ones untouched
+    assert clean_stale_temporaries(tmp_path) == []  # not recursive: nested ones untouched
     assert sorted(p.name for p in clean_stale_temporaries(tmp_path, recursive=True)) == sorted(live_names)
     assert os.listdir(nested) == []
     assert clean_stale_temporaries(tmp_path / "missing") == []
@@ -282,3 +287,36 @@ def test_a_killed_unreaped_writer_counts_as_dead(tmp_path):
         assert sorted(p.name for p in clean_stale_temporaries(tmp_path)) == sorted(names)
     finally:
         proc.wait(10)
+
+
+def test_all_owners_for_the_folder_s_only_writer(tmp_path):
+    """A caller that holds the folder's lock may remove every temporary, also those of other hosts and of live
+    processes (e.g. a run restarted in a new container, whose PIDs mean nothing here) -- but never its own."""
+    proc, names = _start_writer(tmp_path)
+    try:
+        foreign = tmp_path / ".encoder.tmp-ffffffff-1-abc"
+        foreign.mkdir()
+        with atomic_path(tmp_path / "mine.txt") as mine:
+            mine.write_text("in progress")
+            assert clean_stale_temporaries(tmp_path) == []
+            removed = clean_stale_temporaries(tmp_path, all_owners=True)
+            assert sorted(p.name for p in removed) == sorted([*names, foreign.name])
+            assert os.listdir(tmp_path) == [mine.name]
+        assert os.listdir(tmp_path) == ["mine.txt"]
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_host_token_includes_the_pid_namespace(monkeypatch):
+    """Two containers with one host name but separate PID namespaces must not read each other's PIDs."""
+    real_stat = os.stat
+    base = fileio._host_token()
+
+    def other_namespace(path, *args, **kwargs):
+        if str(path) == "/proc/self/ns/pid":
+            return os.stat_result((0, 12345, 0, 0, 0, 0, 0, 0, 0, 0))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", other_namespace)
+    assert fileio._host_token() != base and len(base) == 8
