@@ -259,6 +259,13 @@ def _temporary_name(final: Path, kind: str = "tmp") -> Path:
     return final.with_name(_prefix(final.name, kind) + os.urandom(6).hex())
 
 
+def temporary_path(final: PathLike) -> Path:
+    """A fresh name (not created) beside ``final`` for a temporary that :func:`clean_stale_temporaries` recognises as
+    this process's: for writers that fill a folder themselves and commit it with :func:`commit_directory` (e.g. a
+    checkpoint that several processes write; the main process picks the name and shares it)."""
+    return _temporary_name(Path(final))
+
+
 def temporary_owner(name: str, legacy: bool = False) -> tuple[str, int] | None:
     """``(host token, pid)`` of a temporary name written by this module, or ``None`` if ``name`` is not one.
 
@@ -433,5 +440,5 @@ def atomic_directory(final_dir: PathLike, *, overwrite: bool = True, durable: bo
 __all__ = [
     "CorruptFileError", "atomic_directory", "atomic_path", "atomic_write_bytes", "atomic_write_json",
     "atomic_write_text", "clean_stale_temporaries", "commit_directory", "fsync_directory", "fsync_file", "fsync_tree",
-    "rename_noreplace", "temporary_owner",
+    "rename_noreplace", "temporary_owner", "temporary_path",
 ]

@@ -180,10 +180,18 @@ def test_directory_replacement(tmp_path, primitive):
         with atomic_directory(final, overwrite=False):
             raise AssertionError("the block must not run")
     # commit_directory: for writers that fill a folder themselves (several processes -> one checkpoint)
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "w").write_text("4")
-    commit_directory(tmp_path / "mine", final)
+    mine = fileio.temporary_path(final)
+    assert mine.parent == tmp_path and temporary_owner(mine.name) == (fileio._HOST, os.getpid())
+    mine.mkdir()
+    (mine / "w").write_text("4")
+    assert clean_stale_temporaries(tmp_path) == []  # ours, in use
+    commit_directory(mine, final)
     assert os.listdir(final) == ["w"] and os.listdir(tmp_path) == ["ckpt"]
+    other = fileio.temporary_path(final)
+    other.mkdir()
+    with pytest.raises(FileExistsError):
+        commit_directory(other, final, overwrite=False)
+    assert os.listdir(final) == ["w"] and other.is_dir()  # left for the caller to remove
 
 
 # --------------------------------------------------------------------------------------------------------- durability
