@@ -166,32 +166,32 @@ def segment_fingerprint(points_t: np.ndarray, pose_t: np.ndarray, points_n: np.n
                         params: SegmentParams) -> str:
     """Hex digest of everything :func:`segment_pair` depends on: both sweeps' xyz (as float32, with their point
     counts), both poses (float64), the parameters and :data:`SEGMENT_CACHE_VERSION`."""
-    h = hashlib.blake2b(digest_size=16)
+    h = hashlib.sha256()  # hardware-accelerated on current CPUs: ~1 ms for two 35k-point sweeps
     h.update(f"largead-segments-v{SEGMENT_CACHE_VERSION}|{json.dumps(asdict(params), sort_keys=True)}".encode())
     for arr, dtype in ((points_t, np.float32), (pose_t, np.float64), (points_n, np.float32), (pose_n, np.float64)):
         a = np.asarray(arr)
         a = np.ascontiguousarray(a[:, :3] if dtype is np.float32 else a, dtype=dtype)
         h.update(repr(a.shape).encode())
         h.update(a.data)
-    return h.hexdigest()
+    return h.hexdigest()[:32]
 
 
 def _ids_checksum(fingerprint: str, seg_t: np.ndarray, seg_n: np.ndarray) -> str:
-    h = hashlib.blake2b(fingerprint.encode(), digest_size=16)
+    h = hashlib.sha256(fingerprint.encode())
     for seg in (seg_t, seg_n):
         a = np.ascontiguousarray(seg, dtype=np.int32)
         h.update(repr(a.shape).encode())
         h.update(a.data)
-    return h.hexdigest()
+    return h.hexdigest()[:32]
 
 
 def _read_segments(path: Path, fingerprint: str) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
     """``((seg_t, seg_n), "")`` if ``path`` holds verified segments for ``fingerprint``, else ``(None, reason)``."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            if "fingerprint" not in z.files or "checksum" not in z.files:
+            if "verify" not in z.files:
                 return None, "was written by an older largead without a fingerprint of its inputs"
-            stored_fp, stored_sum = str(z["fingerprint"]), str(z["checksum"])
+            _, stored_fp, stored_sum = str(z["verify"]).split(" ")
             seg_t, seg_n = z["seg_t"], z["seg_n"]
     except Exception as err:  # zipfile.BadZipFile (bad CRC, truncated), zlib.error, OSError, ValueError, KeyError
         return None, f"is unreadable (truncated or corrupt: {type(err).__name__}: {' '.join(str(err).split())})"
@@ -207,8 +207,8 @@ class SegmentCache:
     """On-disk cache of :func:`segment_pair` results: ``root/<dataset>/<token_t>__<token_n>-<params digest>.npz``.
 
     ``get(...)`` returns the cached pair or computes, stores (atomically, ``fsync``-ed) and returns it. Each file holds
-    ``seg_t``, ``seg_n`` (int32), ``fingerprint`` (:func:`segment_fingerprint` of the inputs) and ``checksum`` (of
-    the fingerprint and the ids). A file that is unreadable, was computed from other inputs (the dataset changed under
+    ``seg_t``, ``seg_n`` (int32) and ``verify``: ``"v<version> <fingerprint> <checksum>"`` with the
+    :func:`segment_fingerprint` of the inputs and a SHA-256 (first 32 hex digits) of the fingerprint and the ids. A file that is unreadable, was computed from other inputs (the dataset changed under
     the cache), fails its checksum or predates fingerprints is reported with a :class:`SegmentCacheWarning` naming
     the file and the reason, recomputed and rewritten. ``root=None`` disables storage (compute every time).
     ``hits`` / ``misses`` count lookups; ``recomputed`` counts the unusable files among the misses.
@@ -251,8 +251,8 @@ class SegmentCache:
         seg_t, seg_n = segment_pair(points_t, pose_t, points_n, pose_n, params)
         seg_t32, seg_n32 = seg_t.astype(np.int32), seg_n.astype(np.int32)
         with atomic_path(path, suffix=".npz", durable=True) as tmp:
-            np.savez_compressed(tmp, seg_t=seg_t32, seg_n=seg_n32, fingerprint=np.array(fingerprint),
-                                checksum=np.array(_ids_checksum(fingerprint, seg_t32, seg_n32)))
+            verify = f"v{SEGMENT_CACHE_VERSION} {fingerprint} {_ids_checksum(fingerprint, seg_t32, seg_n32)}"
+            np.savez_compressed(tmp, seg_t=seg_t32, seg_n=seg_n32, verify=np.array(verify))
         return seg_t, seg_n
 
 

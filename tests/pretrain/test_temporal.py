@@ -139,8 +139,8 @@ def _damage(path, how):
     elif how == "other points":  # the same tokens now name other sweeps (same point counts)
         with np.load(path) as z:
             items = dict(z)
-        items["fingerprint"] = np.array("0" * 32)
-        items["checksum"] = np.array(temporal._ids_checksum("0" * 32, items["seg_t"], items["seg_n"]))
+        checksum = temporal._ids_checksum("0" * 32, items["seg_t"], items["seg_n"])
+        items["verify"] = np.array(f"v{temporal.SEGMENT_CACHE_VERSION} {'0' * 32} {checksum}")
         np.savez_compressed(path, **items)
 
 
