@@ -208,9 +208,10 @@ class SegmentCache:
 
     ``get(...)`` returns the cached pair or computes, stores (atomically, ``fsync``-ed) and returns it. Each file holds
     ``seg_t``, ``seg_n`` (int32) and ``verify``: ``"v<version> <fingerprint> <checksum>"`` with the
-    :func:`segment_fingerprint` of the inputs and a SHA-256 (first 32 hex digits) of the fingerprint and the ids. A file that is unreadable, was computed from other inputs (the dataset changed under
-    the cache), fails its checksum or predates fingerprints is reported with a :class:`SegmentCacheWarning` naming
-    the file and the reason, recomputed and rewritten. ``root=None`` disables storage (compute every time).
+    :func:`segment_fingerprint` of the inputs and a SHA-256 (first 32 hex digits) of the fingerprint and the ids. A
+    file that is unreadable, was computed from other inputs (the dataset changed under the cache), fails its checksum
+    or predates fingerprints is reported with a :class:`SegmentCacheWarning` naming the file and the reason,
+    recomputed and rewritten. ``root=None`` disables storage (compute every time).
     ``hits`` / ``misses`` count lookups; ``recomputed`` counts the unusable files among the misses.
 
     Temporaries left in ``root/<dataset>/`` by killed processes are removed when the cache is opened.
