@@ -262,33 +262,32 @@ def test_concurrent_write_cache_exactly_one_succeeds(tmp_path):
     assert os.listdir(tmp_path) == ["c"]  # the loser's temporary folder is gone
 
 
-_KILLED_WRITER = """
-import sys, time
-import numpy as np
-from largead.data import Frame
-from largead.data.cache import write_cache
+def _write_until_killed(out, started):
+    """Child process (forked): write one frame of a cache, then hang inside write_cache until killed."""
+    import time
 
-def frames():
-    yield Frame(points=np.zeros((5, 4), np.float32), dataset="x", token="a")
-    print("writing", flush=True)
-    time.sleep(60)
+    def frames():
+        yield _hand_frame(0)
+        started.set()
+        time.sleep(60)
 
-write_cache(frames(), sys.argv[1], progress=False)
-"""
+    write_cache(frames(), out, progress=False)
 
 
 def test_temporary_of_a_killed_writer_is_removed_by_the_next(tmp_path):
+    import multiprocessing
     import signal
-    import subprocess
-    import sys
 
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(tmp_path / "big")], stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    assert proc.stdout.readline().strip() == "writing"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    ctx = multiprocessing.get_context("fork")
+    started = ctx.Event()
+    proc = ctx.Process(target=_write_until_killed, args=(str(tmp_path / "big"), started))
+    proc.start()
+    assert started.wait(60), "the writer did not start"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
     (left,) = os.listdir(tmp_path)
     assert left.startswith(".big.tmp-") and f"-{proc.pid}-" in left and not (tmp_path / "big").exists()
+    assert os.listdir(tmp_path / left / "data")  # the killed writer had started its shard
     write_cache([_hand_frame(0)], str(tmp_path / "small"), progress=False)
     assert os.listdir(tmp_path) == ["small"]
 
