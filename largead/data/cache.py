@@ -27,8 +27,6 @@ import inspect
 import io
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -36,6 +34,7 @@ import numpy as np
 
 from largead.data.frame import CameraView, Frame
 from largead.data.registry import LidarDataset
+from largead.fileio import CorruptFileError, atomic_directory, clean_stale_temporaries
 
 CACHE_FORMAT_VERSION = 1
 IMAGE_MODES = ("png", "jpeg", "files", "none")
@@ -59,6 +58,10 @@ def cache_features(point_columns: int = 4):
         "cameras": List(camera),
         "extra_json": Value("string"), "extra_arrays": List({"key": Value("string"), "position": Value("int32"), "npy": Value("binary")}),
     })
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -199,80 +202,87 @@ def _count(sources) -> int | None:
 
 def write_cache(sources: LidarDataset | Iterable[Frame] | Sequence[LidarDataset | Iterable[Frame]], out_dir: str,
                 *, image_mode: str = "png", frames_per_shard: int = 64, overwrite: bool = False,
-                progress: bool = True) -> str:
+                progress: bool = True, durable: bool = True) -> str:
     """Convert ``sources`` (a dataset, frames, or a list of datasets / frame iterables, written in order) to a cache.
 
     ``image_mode``: ``"png"`` (lossless bytes, default), ``"jpeg"`` (smaller, lossy), ``"files"`` (PNG files under
-    ``images/``, paths in the table) or ``"none"`` (cameras dropped). Every frame is validated first. The cache
-    appears at ``out_dir`` only when complete (written to a temporary sibling and renamed); an existing ``out_dir``
-    is replaced only with ``overwrite=True``. Returns ``out_dir``.
-    """
-    import pyarrow.parquet as pq
-    from tqdm.auto import tqdm
+    ``images/``, paths in the table) or ``"none"`` (cameras dropped). Every frame is validated first. Returns
+    ``out_dir``.
 
+    The cache appears at ``out_dir`` only when complete (:func:`largead.fileio.atomic_directory`: written to a
+    temporary sibling, ``fsync``-ed unless ``durable=False``, then renamed). With ``overwrite=False`` an existing
+    ``out_dir`` raises :class:`FileExistsError`, checked before any work and again atomically with the final rename:
+    of two writers racing for one ``out_dir`` exactly one succeeds, the other's cache is discarded with a
+    ``FileExistsError`` that says so. ``overwrite=True`` replaces an existing cache in one step (readers see the old
+    or the new one). Temporary folders left in ``out_dir``'s parent by killed writers are removed first.
+    """
     if image_mode not in IMAGE_MODES:
         raise ValueError(f"write_cache: image_mode must be one of {IMAGE_MODES}, got {image_mode!r}")
     if frames_per_shard < 1:
         raise ValueError(f"write_cache: frames_per_shard must be >= 1, got {frames_per_shard}")
     out_dir = os.path.abspath(os.fspath(out_dir))
-    if os.path.exists(out_dir) and not overwrite:
+    if not overwrite and os.path.lexists(out_dir):
         raise FileExistsError(f"{out_dir}: already exists; pass overwrite=True to replace it")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+    clean_stale_temporaries(os.path.dirname(out_dir))  # folders of writers killed before they finished
+    written = False
     try:
-        os.makedirs(os.path.join(tmp, "data"))
-        if image_mode == "files":
-            os.makedirs(os.path.join(tmp, "images"))
-        classes: dict[str, list[str]] = {}
-        counts: dict[str, int] = {}
-        shard_rows: list[int] = []
-        writer = None
-        columns = schema = None
-        row = 0
-        for frame, src in tqdm(_iter_sources(sources), total=_count(sources), desc="caching frames",
-                               disable=not progress, unit="frame"):
-            frame.validate(f"write_cache frame {row} ({frame.dataset}:{frame.token or frame.index})")
-            if columns is None:
-                columns = int(frame.points.shape[1])
-                schema = cache_features(columns).arrow_schema
-            if src is not None:
-                classes.setdefault(frame.dataset, list(src.class_names))
-            counts[frame.dataset] = counts.get(frame.dataset, 0) + 1
-            if writer is None or shard_rows[-1] == frames_per_shard:
-                if writer is not None:
-                    writer.close()
-                writer = pq.ParquetWriter(os.path.join(tmp, "data", f"shard-{len(shard_rows):05d}.parquet"), schema)
-                shard_rows.append(0)
-            writer.write_table(_frame_table(frame, row, columns, image_mode, tmp, schema))
-            shard_rows[-1] += 1
-            row += 1
-        if writer is not None:
-            writer.close()
-        if row == 0:
-            raise ValueError("write_cache: the sources yielded no frames")
-        # final names carry the shard count, as Hugging Face's convention does
-        names = []
-        for k in range(len(shard_rows)):
-            name = f"shard-{k:05d}-of-{len(shard_rows):05d}.parquet"
-            os.replace(os.path.join(tmp, "data", f"shard-{k:05d}.parquet"), os.path.join(tmp, "data", name))
-            names.append(name)
-        info = {"format_version": CACHE_FORMAT_VERSION, "num_frames": row, "point_columns": columns,
-                "image_mode": image_mode, "datasets": counts, "class_names": classes,
-                "shards": [{"file": f"data/{n}", "frames": c} for n, c in zip(names, shard_rows)]}
-        with open(os.path.join(tmp, "cache_info.json"), "w") as fh:
-            json.dump(info, fh, indent=1)
-        if os.path.exists(out_dir):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
-            os.replace(out_dir, os.path.join(old, "x"))
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_directory(out_dir, overwrite=overwrite, durable=durable) as tmp:
+            _write_cache_folder(sources, str(tmp), image_mode, frames_per_shard, progress)
+            written = True
+    except FileExistsError:
+        if overwrite or not written:
+            raise
+        raise FileExistsError(f"{out_dir}: another writer created it while this one was writing; its cache was kept "
+                              "and this one discarded (pass overwrite=True to replace it)") from None
     return out_dir
+
+
+def _write_cache_folder(sources, tmp: str, image_mode: str, frames_per_shard: int, progress: bool) -> None:
+    import pyarrow.parquet as pq
+    from tqdm.auto import tqdm
+
+    os.makedirs(os.path.join(tmp, "data"))
+    if image_mode == "files":
+        os.makedirs(os.path.join(tmp, "images"))
+    classes: dict[str, list[str]] = {}
+    counts: dict[str, int] = {}
+    shard_rows: list[int] = []
+    writer = None
+    columns = schema = None
+    row = 0
+    for frame, src in tqdm(_iter_sources(sources), total=_count(sources), desc="caching frames",
+                           disable=not progress, unit="frame"):
+        frame.validate(f"write_cache frame {row} ({frame.dataset}:{frame.token or frame.index})")
+        if columns is None:
+            columns = int(frame.points.shape[1])
+            schema = cache_features(columns).arrow_schema
+        if src is not None:
+            classes.setdefault(frame.dataset, list(src.class_names))
+        counts[frame.dataset] = counts.get(frame.dataset, 0) + 1
+        if writer is None or shard_rows[-1] == frames_per_shard:
+            if writer is not None:
+                writer.close()
+            writer = pq.ParquetWriter(os.path.join(tmp, "data", f"shard-{len(shard_rows):05d}.parquet"), schema,
+                                      write_page_checksum=True)
+            shard_rows.append(0)
+        writer.write_table(_frame_table(frame, row, columns, image_mode, tmp, schema))
+        shard_rows[-1] += 1
+        row += 1
+    if writer is not None:
+        writer.close()
+    if row == 0:
+        raise ValueError("write_cache: the sources yielded no frames")
+    # final names carry the shard count, as Hugging Face's convention does
+    names = []
+    for k in range(len(shard_rows)):
+        name = f"shard-{k:05d}-of-{len(shard_rows):05d}.parquet"
+        os.replace(os.path.join(tmp, "data", f"shard-{k:05d}.parquet"), os.path.join(tmp, "data", name))
+        names.append(name)
+    info = {"format_version": CACHE_FORMAT_VERSION, "num_frames": row, "point_columns": columns,
+            "image_mode": image_mode, "datasets": counts, "class_names": classes,
+            "shards": [{"file": f"data/{n}", "frames": c} for n, c in zip(names, shard_rows)]}
+    with open(os.path.join(tmp, "cache_info.json"), "w") as fh:
+        json.dump(info, fh, indent=1)
 
 
 # ------------------------------------------------------------------------------------------------------------ reading
@@ -378,16 +388,22 @@ class CachedDataset(LidarDataset):
         self._keys: dict[tuple[str, str, int], int] = {}
         for k, (path, shard) in enumerate(zip(self.files, self.info["shards"])):
             try:
-                pf = pq.ParquetFile(path)
+                pf = pq.ParquetFile(path, page_checksum_verification=True)
             except FileNotFoundError:
                 raise FileNotFoundError(f"{path}: cache shard listed in cache_info.json not found") from None
             except Exception as err:  # pyarrow raises ArrowInvalid / OSError for damaged files
-                raise ValueError(f"{path}: cache shard is not readable parquet (truncated or corrupt): {err}") from err
+                raise CorruptFileError(path, f"cache shard is not readable parquet (truncated or corrupt): "
+                                             f"{_one_line(err)}") from err
             if pf.metadata.num_rows != shard["frames"] or pf.metadata.num_row_groups != shard["frames"]:
                 raise ValueError(f"{path}: holds {pf.metadata.num_rows} frames in {pf.metadata.num_row_groups} row "
                                  f"groups, cache_info.json says {shard['frames']}")
-            keys = pf.read(columns=["dataset", "sequence", "index"]).to_pydict()
-            for g, key in enumerate(zip(keys["dataset"], keys["sequence"], keys["index"])):
+            try:
+                keys = pf.read(columns=["dataset", "sequence", "index"]).to_pydict()
+                keys = list(zip(keys["dataset"], keys["sequence"], keys["index"], strict=True))
+            except Exception as err:  # a damaged page (CRC mismatch, bad header) or schema
+                raise CorruptFileError(path, f"cache shard is damaged (truncated or corrupt): "
+                                             f"{_one_line(err)}") from err
+            for g, key in enumerate(keys):
                 self._keys[key] = len(self._rows)
                 self._key_of.append(key)
                 self._rows.append((k, g))
@@ -403,16 +419,20 @@ class CachedDataset(LidarDataset):
         import pyarrow.parquet as pq
 
         if k not in self._files_open:
-            self._files_open[k] = pq.ParquetFile(self.files[k])
+            self._files_open[k] = pq.ParquetFile(self.files[k], page_checksum_verification=True)
         return self._files_open[k]
 
     def frame(self, i: int) -> Frame:
         k, g = self._rows[i]
         try:
             table = self._file(k).read_row_group(g)
-        except Exception as err:  # pyarrow raises ArrowInvalid / OSError for damaged files
-            raise ValueError(f"{self.files[k]}: row group {g} is not readable: {err}") from err
-        return _decode_rows(table, self.root)[0]
+        except Exception as err:  # pyarrow raises ArrowInvalid / OSError (page CRC mismatch) for damaged files
+            raise CorruptFileError(self.files[k], f"row group {g} is not readable (corrupt): {_one_line(err)}") from err
+        try:
+            return _decode_rows(table, self.root)[0]
+        except (KeyError, AttributeError, TypeError, IndexError) as err:  # a damaged schema in the footer
+            raise CorruptFileError(self.files[k], f"row group {g} does not have the cache's columns (corrupt "
+                                                  f"footer?): {type(err).__name__}: {_one_line(err)}") from err
 
     def sequence_of(self, i: int) -> tuple[str, int]:
         _, seq, idx = self._key_of[i]

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from largead.fileio import atomic_path
+from largead.fileio import CorruptFileError, atomic_path, clean_stale_temporaries
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -548,6 +548,43 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LARGEAD_CACHE", Path.home() / ".cache" / "largead")) / "teachers"
 
 
+def _write_teacher_cache(path: Path, state: dict[str, torch.Tensor], settings: str) -> None:
+    """Store ``state`` at ``path`` (atomic, fsync-ed) with the settings and a SHA-256 of the tensors in the metadata."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path, durable=True) as tmp:
+        save_file(state, str(tmp), metadata={"settings": settings, "sha256": _state_digest(state)})
+
+
+def _read_teacher_cache(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a cache written by :func:`_write_teacher_cache`; a truncated or damaged file (or one whose tensors
+    fail the stored SHA-256) raises :class:`~largead.fileio.CorruptFileError` naming it. Files without a digest
+    (largead <= 0.1) are read unchecked."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            digest = (fh.metadata() or {}).get("sha256")
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as err:  # SafetensorError (header, truncation), OSError
+        reason = f"{type(err).__name__}: {' '.join(str(err).split())}"
+        raise CorruptFileError(path, f"cached synthetic teacher is unreadable (truncated or corrupt: {reason}); "
+                                     "delete it to retrain") from err
+    if digest is not None and _state_digest(state) != digest:
+        raise CorruptFileError(path, "cached synthetic teacher's weights do not match their SHA-256 (damaged file); "
+                                     "delete it to retrain")
+    return state
+
+
+def _state_digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 class SyntheticTeacher(ImageTeacher):
     """Stand-in for a vision foundation model on the synthetic world. NOT a VFM.
 
@@ -569,8 +606,6 @@ class SyntheticTeacher(ImageTeacher):
 
         ``data`` is only called on a cache miss. The head (``out_dim``) is freshly initialised and trainable.
         """
-        from safetensors.torch import load_file, save_file
-
         settings = {"key": key, "num_classes": int(num_classes), "steps": int(steps), "batch_size": int(batch_size),
                     "lr": float(lr), "seed": int(seed), "version": SYNTHETIC_TEACHER_VERSION}
         blob = json.dumps(settings, sort_keys=True, default=str)
@@ -578,8 +613,9 @@ class SyntheticTeacher(ImageTeacher):
         folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         path = folder / f"synthetic-{digest}.safetensors"
         backbone = SyntheticBackbone(num_classes + 1)
+        clean_stale_temporaries(folder)  # left by a process killed while writing the cache
         if path.is_file():
-            state = load_file(str(path))
+            state = _read_teacher_cache(path)
             try:
                 backbone.load_state_dict(state, strict=True)
             except RuntimeError as err:
@@ -590,8 +626,7 @@ class SyntheticTeacher(ImageTeacher):
             backbone = train_synthetic_backbone(images, masks, num_classes, steps=steps, batch_size=batch_size,
                                                 lr=lr, seed=seed)
             state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
-            with atomic_path(path) as tmp:
-                save_file(state, str(tmp), metadata={"settings": blob})
+            _write_teacher_cache(path, state, blob)
         teacher = cls(backbone.eval(), out_dim=out_dim, feature_dim=backbone.feature_dim, stride=backbone.stride)
         teacher.cache_path = path
         teacher.weights = f"synthetic:{path}"

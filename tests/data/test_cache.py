@@ -216,3 +216,104 @@ def test_nkw_stream_from_synthetic_written_fixtures(tmp_path):
     n_max = max(f.points[:, 3].max() for fr in ranks for f in fr if f.dataset == "nuscenes")
     k_max = max(f.points[:, 3].max() for fr in ranks for f in fr if f.dataset == "semantickitti")
     assert k_max <= 1.0 < n_max
+
+
+# ------------------------------------------------------------------------------------ concurrency, faults, leftovers
+def _racing_writer(n_frames, out, barrier, results):
+    """One write_cache process (forked); every writer reaches the final rename before any of them performs it."""
+    from largead import fileio
+
+    original = fileio.rename_noreplace
+
+    def gated(src, dst):
+        barrier.wait(timeout=60)  # both writers passed write_cache's existence check and wrote their cache
+        return original(src, dst)
+
+    fileio.rename_noreplace = gated
+    try:
+        write_cache([_hand_frame(k) for k in range(n_frames)], out, progress=False)
+        results.put((n_frames, "ok"))
+    except BaseException as err:
+        results.put((n_frames, f"{type(err).__name__}: {err}"))
+
+
+def test_concurrent_write_cache_exactly_one_succeeds(tmp_path):
+    """Two processes write different caches to one out_dir with overwrite=False at the same moment: one wins, the
+    other fails with a FileExistsError that says what happened, and the winner's cache is intact."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    out = str(tmp_path / "c")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_racing_writer, args=(n, out, barrier, results)) for n in (1, 2)]
+    for p in procs:
+        p.start()
+    outcome = dict(results.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(30)
+    winners = [n for n, r in outcome.items() if r == "ok"]
+    assert len(winners) == 1, outcome
+    (loser,) = set(outcome) - set(winners)
+    assert outcome[loser].startswith("FileExistsError") and "another writer" in outcome[loser] and out in outcome[loser]
+    ds = CachedDataset(out)
+    assert len(ds) == winners[0] == ds.info["num_frames"]
+    for k in range(len(ds)):
+        assert ds[k].token == f"s0/{k}"
+    assert os.listdir(tmp_path) == ["c"]  # the loser's temporary folder is gone
+
+
+def _write_until_killed(out, started):
+    """Child process (forked): write one frame of a cache, then hang inside write_cache until killed."""
+    import time
+
+    def frames():
+        yield _hand_frame(0)
+        started.set()
+        time.sleep(60)
+
+    write_cache(frames(), out, progress=False)
+
+
+def test_temporary_of_a_killed_writer_is_removed_by_the_next(tmp_path):
+    import multiprocessing
+    import signal
+
+    ctx = multiprocessing.get_context("fork")
+    started = ctx.Event()
+    proc = ctx.Process(target=_write_until_killed, args=(str(tmp_path / "big"), started))
+    proc.start()
+    assert started.wait(60), "the writer did not start"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    (left,) = os.listdir(tmp_path)
+    assert left.startswith(".big.tmp-") and f"-{proc.pid}-" in left and not (tmp_path / "big").exists()
+    assert os.listdir(tmp_path / left / "data")  # the killed writer had started its shard
+    write_cache([_hand_frame(0)], str(tmp_path / "small"), progress=False)
+    assert os.listdir(tmp_path) == ["small"]
+
+
+def test_flipped_bytes_never_read_silently(tmp_path):
+    """Bit rot anywhere in a shard is either harmless (e.g. in a statistic) or reported naming the shard: data pages
+    carry CRCs (write_page_checksum) that random access verifies."""
+    frames = [_hand_frame(k) for k in range(2)]
+    out = write_cache(frames, str(tmp_path / "c"), progress=False)
+    shard = os.path.join(out, "data", "shard-00000-of-00001.parquet")
+    with open(shard, "rb") as fh:
+        data = fh.read()
+    detected = crc = 0
+    for offset in range(4, len(data) - 8, 211):
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x10
+        with open(shard, "wb") as fh:
+            fh.write(bytes(damaged))
+        try:
+            ds = CachedDataset(out)
+            back = [ds[i] for i in range(len(ds))]
+        except ValueError as err:
+            assert "shard-00000-of-00001.parquet" in str(err), err
+            detected += 1
+            crc += "CRC" in str(err)
+            continue
+        for a, b in zip(frames, back, strict=True):  # not detected: then it must not have changed anything we read
+            assert_frames_equal(a, b)
+    assert detected > 10 and crc > 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import numpy as np
 import pytest
 
@@ -102,5 +105,133 @@ def test_segment_cache_computes_once(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="recomputed"):  # other parameters -> other key
         fresh.get("synthetic", "seq0/000001", "seq0/000002", pts_t, np.eye(4), pts_n, pose_n,
                   SegmentParams(min_cluster_size=31, downsample=0.1))
-    with pytest.raises(ValueError, match="stale"):
+    with (pytest.warns(temporal.SegmentCacheWarning, match="other points"),  # same tokens, other points: recomputed
+          pytest.raises(AssertionError, match="recomputed")):
         fresh.get("synthetic", "seq0/000001", "seq0/000002", pts_t[:-1], np.eye(4), pts_n, pose_n, params)
+
+
+def _fake_segments(points_t, pose_t, points_n, pose_n, params):
+    """Cheap stand-in for segment_pair (the cache's checks do not depend on how ids are computed)."""
+    calls.append(len(points_t))
+    return np.arange(len(points_t)) % 7 - 1, np.arange(len(points_n)) % 5 - 1
+
+
+calls: list[int] = []
+
+
+def _damage(path, how):
+    """Real faults on a cache file: truncation, one flipped byte, zeroes (power loss), edited ids, an old file."""
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "zeroed":
+        path.write_bytes(bytes(len(data)))
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "wrong ids":  # a valid file whose ids were swapped: the issue's silent loss error
+        with np.load(path) as z:
+            items = dict(z)
+        items["seg_t"] = items["seg_t"][::-1].copy()
+        np.savez_compressed(path, **items)
+    elif how == "old format":  # largead <= 0.1 stored the ids alone
+        with np.load(path) as z:
+            np.savez_compressed(path, seg_t=z["seg_t"], seg_n=z["seg_n"])
+    elif how == "other points":  # the same tokens now name other sweeps (same point counts)
+        with np.load(path) as z:
+            items = dict(z)
+        checksum = temporal._ids_checksum("0" * 32, items["seg_t"], items["seg_n"])
+        items["verify"] = np.array(f"v{temporal.SEGMENT_CACHE_VERSION} {'0' * 32} {checksum}")
+        np.savez_compressed(path, **items)
+
+
+REASONS = {"truncated": "unreadable", "zeroed": "unreadable", "empty": "unreadable",
+           "wrong ids": "checksum", "old format": "older largead", "other points": "other points"}
+
+
+@pytest.mark.parametrize("how", list(REASONS))
+def test_segment_cache_detects_damaged_files_and_recomputes(tmp_path, monkeypatch, how):
+    monkeypatch.setattr(temporal, "segment_pair", _fake_segments)
+    calls.clear()
+    rng = np.random.default_rng(4)
+    pts_t, pts_n = rng.normal(size=(50, 4)).astype(np.float32), rng.normal(size=(40, 4)).astype(np.float32)
+    pose_n = np.eye(4)
+    pose_n[0, 3] = 1.5
+    cache = SegmentCache(tmp_path)
+    expected = cache.get("ds", "a", "b", pts_t, np.eye(4), pts_n, pose_n)
+    path = cache.path("ds", "a", "b", SegmentParams())
+    assert calls == [50] and np.array_equal(SegmentCache(tmp_path).get("ds", "a", "b", pts_t, np.eye(4), pts_n,
+                                                                        pose_n)[0], expected[0])
+    _damage(path, how)
+    reread = SegmentCache(tmp_path)
+    with pytest.warns(temporal.SegmentCacheWarning, match=rf"{path.name}.*{REASONS[how]}.*recomputing"):
+        got = reread.get("ds", "a", "b", pts_t, np.eye(4), pts_n, pose_n)
+    assert calls == [50, 50] and reread.recomputed == 1 and reread.hits == 0
+    assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+    again = SegmentCache(tmp_path)  # the file was rewritten: a verified hit now
+    got = again.get("ds", "a", "b", pts_t, np.eye(4), pts_n, pose_n)
+    assert again.hits == 1 and calls == [50, 50] and np.array_equal(got[0], expected[0])
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_segment_cache_fingerprint_covers_points_poses_and_parameters():
+    rng = np.random.default_rng(0)
+    pts_t, pts_n = rng.normal(size=(30, 4)).astype(np.float32), rng.normal(size=(20, 4)).astype(np.float32)
+    base = temporal.segment_fingerprint(pts_t, np.eye(4), pts_n, np.eye(4), SegmentParams())
+    moved = pts_t.copy()
+    moved[3, 1] += 0.01
+    shifted = np.eye(4)
+    shifted[2, 3] = 0.5
+    others = [temporal.segment_fingerprint(moved, np.eye(4), pts_n, np.eye(4), SegmentParams()),
+              temporal.segment_fingerprint(pts_t, shifted, pts_n, np.eye(4), SegmentParams()),
+              temporal.segment_fingerprint(pts_t, np.eye(4), pts_n, shifted, SegmentParams()),
+              temporal.segment_fingerprint(pts_t, np.eye(4), pts_n, np.eye(4), SegmentParams(seed=1)),
+              temporal.segment_fingerprint(pts_n, np.eye(4), pts_t, np.eye(4), SegmentParams())]
+    assert len({base, *others}) == 6
+    intensity = pts_t.copy()
+    intensity[:, 3] = 9.0  # segments depend on xyz only
+    assert temporal.segment_fingerprint(intensity, np.eye(4), pts_n.astype(np.float64), np.eye(4),
+                                        SegmentParams()) == base
+
+
+def test_segment_cache_removes_temporaries_of_dead_writers(tmp_path):
+    import subprocess
+    import sys
+
+    from largead import fileio
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    pid = int(dead.stdout)
+    folder = tmp_path / "synthetic"
+    folder.mkdir()
+    stale = folder / f".a__b-x.npz.tmp-{fileio._HOST}-{pid}-q1w2e3r4.npz"
+    live = folder / f".c__d-x.npz.tmp-{fileio._HOST}-{os.getpid()}-q1w2e3r4.npz"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"half")
+    SegmentCache(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == [live.name]
+
+
+def test_segment_cache_flipped_bytes_never_read_silently(tmp_path, monkeypatch):
+    """A flipped byte anywhere in a cache file is either harmless (e.g. a zip timestamp) or detected (zip CRC,
+    fingerprint, checksum) and recomputed: the ids returned are always the right ones."""
+    monkeypatch.setattr(temporal, "segment_pair", _fake_segments)
+    rng = np.random.default_rng(5)
+    pts_t, pts_n = rng.normal(size=(300, 4)).astype(np.float32), rng.normal(size=(200, 4)).astype(np.float32)
+    cache = SegmentCache(tmp_path)
+    expected = cache.get("ds", "a", "b", pts_t, np.eye(4), pts_n, np.eye(4))
+    path = cache.path("ds", "a", "b", SegmentParams())
+    data = path.read_bytes()
+    detected = 0
+    offsets = range(0, len(data), 7)
+    for offset in offsets:
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x20
+        path.write_bytes(bytes(damaged))
+        reader = SegmentCache(tmp_path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", temporal.SegmentCacheWarning)
+            got = reader.get("ds", "a", "b", pts_t, np.eye(4), pts_n, np.eye(4))
+        assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]), offset
+        detected += reader.recomputed
+    assert detected > len(offsets) // 2  # most bytes matter
