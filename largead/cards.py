@@ -238,6 +238,7 @@ def render_card(
     datasets: Iterable[str] | None = None,
     segmentation: Mapping[str, Any] | None = None,
     provenance: str | None = None,
+    notice: str | None = None,
 ) -> ModelCard:
     """Render the card of zoo entry ``name`` and/or of trained weights.
 
@@ -247,7 +248,8 @@ def render_card(
     ``datasets``: the training data when neither the zoo entry nor the recipe names it (it sets the licence);
     ``segmentation``: for a fine-tuned / linear-probed segmentation model, ``{"dataset", "class_names", "mode",
     "label_fraction", "pretrained"}``; ``provenance``: where the weights come from when there is no recipe (e.g. a
-    converted official checkpoint). ``repo_id`` defaults to the zoo name, else :data:`PLACEHOLDER_REPO`.
+    converted official checkpoint); ``notice``: a warning shown first (e.g. a dry run with a random teacher).
+    ``repo_id`` defaults to the zoo name, else :data:`PLACEHOLDER_REPO`.
     """
     info = model_info(name) if isinstance(name, str) else name
     cfg = info.config.to_dict() if info else dict(config or {})
@@ -315,6 +317,7 @@ def render_card(
         recipe_text=recipe_text,
         evaluation_text=evaluation_text(index_rows),
         license_text=_license_text(trained_on, lic),
+        notice=notice or "",
     )
 
 
@@ -348,6 +351,7 @@ def write_card(
     config: Mapping[str, Any] | None = None,
     datasets: Iterable[str] | None = None,
     segmentation: Mapping[str, Any] | None = None,
+    notice: str | None = None,
 ) -> Path:
     """Render a card (see :func:`render_card`) into ``folder/README.md`` atomically and return its path.
 
@@ -359,7 +363,7 @@ def write_card(
 
         config = json.loads((folder / "config.json").read_text())
     card = render_card(name, recipe=recipe, results=results, repo_id=repo_id, config=config, datasets=datasets,
-                       segmentation=segmentation)
+                       segmentation=segmentation, notice=notice)
     return atomic_write_text(folder / "README.md", str(card))
 
 

@@ -74,13 +74,20 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass
 class OptimizerConfig:
-    """Optimiser + schedule. ``lr`` is the learning rate at ``base_batch_size`` (global); it is scaled linearly
-    with the actual global batch when ``scale_lr`` (SLidR: 0.5 at batch 4)."""
+    """Optimiser + schedule. ``lr`` is the peak learning rate for a *global* batch of ``base_batch_size`` samples
+    (all processes and accumulation steps together), the way SLidR and SuperFlow state their recipes.
+
+    ``scale_lr`` says what happens when the run's global batch differs: ``"none"`` (default) keeps ``lr`` (the
+    recipe's number, whatever the number of GPUs; a run whose global batch differs says so when it starts),
+    ``"linear"`` multiplies it by ``global / base_batch_size`` (Goyal et al.), ``"sqrt"`` by its square root;
+    ``max_lr`` caps the result. ``true`` / ``false`` are read as ``"linear"`` / ``"none"``. The effective lr and the
+    global batch are written into the run's card."""
 
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.5
     base_batch_size: int = 4
-    scale_lr: bool = True
+    scale_lr: Literal["none", "linear", "sqrt"] | bool = "none"
+    max_lr: float | None = None
     momentum: float = 0.9
     dampening: float = 0.1
     weight_decay: float = 1e-4
@@ -93,11 +100,13 @@ class OptimizerConfig:
 
 SLIDR_SGD = OptimizerConfig(name="sgd", lr=0.5, base_batch_size=4, momentum=0.9, dampening=0.1, weight_decay=1e-4,
                             scheduler="cosine")
-"""SLidR's pretraining optimiser (SGD 0.5 for a global batch of 4, cosine)."""
+"""SLidR's pretraining optimiser (``config/slidr_minkunet.yaml``: SGD 0.5 for a global batch of 4 on 1 GPU,
+momentum 0.9, dampening 0.1, wd 1e-4, cosine)."""
 
-SUPERFLOW_ADAMW = OptimizerConfig(name="adamw", lr=0.01, base_batch_size=4, weight_decay=0.01, scheduler="onecycle",
+SUPERFLOW_ADAMW = OptimizerConfig(name="adamw", lr=0.01, base_batch_size=32, weight_decay=0.01, scheduler="onecycle",
                                   pct_start=0.2)
-"""SuperFlow's optimiser (AdamW 0.01, wd 0.01, one-cycle with 20% warm-up) at batch 4 (per GPU in SuperFlow)."""
+"""SuperFlow's optimiser (``configs/_base_/schedules/pretrain.py``: AdamW 0.01, wd 0.01, one-cycle with 20% warm-up)
+for its global batch of 32 (4 per GPU x 8 GPUs, ``auto_scale_lr`` off)."""
 
 
 # --------------------------------------------------------------------------------------------- accelerator, seeding
@@ -292,8 +301,28 @@ def epoch_batches(accelerator: Accelerator, dataloader: torch.utils.data.DataLoa
 
 
 def scaled_lr(cfg: OptimizerConfig, global_batch_size: int) -> float:
-    """Learning rate for ``global_batch_size``: ``lr * global / base_batch_size`` if ``scale_lr`` else ``lr``."""
-    return cfg.lr * global_batch_size / cfg.base_batch_size if cfg.scale_lr else cfg.lr
+    """The learning rate for ``global_batch_size`` under ``cfg.scale_lr`` (see :class:`OptimizerConfig`), capped at
+    ``cfg.max_lr``."""
+    mode = {True: "linear", False: "none"}.get(cfg.scale_lr, cfg.scale_lr)  # type: ignore[call-overload]
+    ratio = global_batch_size / cfg.base_batch_size
+    if mode == "linear":
+        lr = cfg.lr * ratio
+    elif mode == "sqrt":
+        lr = cfg.lr * math.sqrt(ratio)
+    elif mode == "none":
+        lr = cfg.lr
+    else:
+        raise ValueError(f"scale_lr must be 'none', 'linear' or 'sqrt', got {cfg.scale_lr!r}")
+    return min(lr, cfg.max_lr) if cfg.max_lr is not None else lr
+
+
+def lr_note(cfg: OptimizerConfig, global_batch_size: int) -> str | None:
+    """A line for the start of a run whose global batch is not the recipe's (``None`` when it is)."""
+    if global_batch_size == cfg.base_batch_size:
+        return None
+    return (f"global batch {global_batch_size} differs from the recipe's {cfg.base_batch_size}: lr "
+            f"{scaled_lr(cfg, global_batch_size):g} (optim.scale_lr={cfg.scale_lr!r}; the recipe's lr {cfg.lr:g} is "
+            f"for {cfg.base_batch_size}). Use train.grad_accum to reach the recipe's batch, or optim.scale_lr.")
 
 
 def build_optimizer(params: Iterable, cfg: OptimizerConfig, global_batch_size: int) -> torch.optim.Optimizer:
@@ -392,6 +421,7 @@ __all__ = [
     "resume_position",
     "sample_rng",
     "save_checkpoint",
+    "lr_note",
     "scaled_lr",
     "seed_everything",
 ]

@@ -11,9 +11,24 @@ import torch
 from largead import trainer as T
 
 
+def test_lr_is_the_recipe_s_unless_asked_to_scale():
+    from dataclasses import replace
+
+    assert T.scaled_lr(T.SLIDR_SGD, 32) == 0.5  # 8 GPUs x 4: SLidR's 0.5, not 4.0
+    assert T.scaled_lr(replace(T.SLIDR_SGD, scale_lr="linear"), 32) == 4.0
+    assert T.scaled_lr(replace(T.SLIDR_SGD, scale_lr=True), 8) == 1.0  # true means linear
+    assert T.scaled_lr(replace(T.SLIDR_SGD, scale_lr="sqrt"), 16) == pytest.approx(1.0)
+    assert T.scaled_lr(replace(T.SLIDR_SGD, scale_lr="linear", max_lr=2.0), 32) == 2.0
+    assert T.lr_note(T.SLIDR_SGD, 4) is None
+    assert "global batch 32 differs from the recipe's 4: lr 0.5" in T.lr_note(T.SLIDR_SGD, 32)
+    assert T.scaled_lr(T.SUPERFLOW_ADAMW, 32) == 0.01
+
+
 def test_sgd_scaling_and_cosine_values():
+    from dataclasses import replace
+
     p = torch.nn.Parameter(torch.zeros(2))
-    opt = T.build_optimizer([p], T.SLIDR_SGD, global_batch_size=8)
+    opt = T.build_optimizer([p], replace(T.SLIDR_SGD, scale_lr="linear"), global_batch_size=8)
     g = opt.param_groups[0]
     assert (g["lr"], g["momentum"], g["dampening"], g["weight_decay"]) == (1.0, 0.9, 0.1, 1e-4)
     sched = T.build_scheduler(opt, T.SLIDR_SGD, total_steps=4)

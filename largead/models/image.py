@@ -305,8 +305,9 @@ class ImageTeacher(nn.Module):
 
         ``dilation`` applies SLidR's dilation to ResNets; ``vit_features`` see :class:`ImageTeacher`.
         """
-        from huggingface_hub import constants
         from transformers import AutoConfig, ResNetModel
+
+        from largead.hub import local_files_only as hub_local_files_only
 
         raw = str(name_or_path)
         if random_init:
@@ -333,7 +334,7 @@ class ImageTeacher(nn.Module):
         if checkpoint is not None:
             raise ValueError(f"checkpoint= is the MoCo file of teacher {RESNET50!r}; teacher {raw!r} does not take one")
         name = TEACHER_ALIASES.get(raw, raw)
-        local = bool(constants.HF_HUB_OFFLINE) if local_files_only is None else local_files_only
+        local = hub_local_files_only(local_files_only)
         try:
             config = AutoConfig.from_pretrained(name, local_files_only=local)
             backbone = _backbone_from(config, name, dilation, local)

@@ -80,14 +80,6 @@ def fast_mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_thresh: float) 
     return order[keep]
 
 
-def _local_only(local_files_only: bool | None) -> bool:
-    if local_files_only is not None:
-        return local_files_only
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
 def load_model_and_processor(model: Any, processor: Any, model_cls: Any, processor_cls: Any,
                              local_files_only: bool | None, what: str) -> tuple[Any, Any]:
     """``(model, processor)`` for a ``transformers`` segmenter given as a Hub id / local folder or as instances.
@@ -96,6 +88,8 @@ def load_model_and_processor(model: Any, processor: Any, model_cls: Any, process
     one ``OSError`` saying how to get the weights. An instance needs its processor (``ValueError`` otherwise).
     """
     if isinstance(model, (str, os.PathLike)):
+        from largead.hub import local_files_only as _local_only
+
         local = _local_only(local_files_only)
         try:
             model_obj = model_cls.from_pretrained(model, local_files_only=local)

@@ -21,23 +21,44 @@ from largead.models.encoder import LargeADConfig
 from largead.training import CONFIG_DIR
 from largead.zoo import DATA, REGISTRY, ModelInfo
 
-DATASET_OPTIONS = {"nuscenes": "{version: v1.0-trainval}", "semantickitti": "{}", "waymo": "{}"}
+# Every pretraining dataset with its cameras on (SemanticKITTI's reader has them off by default) and its
+# pretraining split: nuScenes' is SLidR's (the 700 training scenes minus the 100 it holds out for parameter search).
+DATASET_OPTIONS = {"nuscenes": "{version: v1.0-trainval, cameras: true}", "semantickitti": "{cameras: true}",
+                   "waymo": "{cameras: true}"}
+DATASET_SPLITS = {"nuscenes": "pretrain", "semantickitti": "train", "waymo": "train"}
 # SLIC and SAM maps are written by scripts/generate_superpixels.py (read back as "precomputed" PNGs); SEEM,
-# X-Decoder and OpenSeeD by their official scripts. SLIC maps use id 0 as a segment; SAM / panoptic maps use 0 for
-# "no mask" (ignored).
+# X-Decoder and OpenSeeD by their official scripts. What id 0 means is each source's own rule
+# (largead/superpixels/sources.py), so the configs do not set pipeline.superpixel_ignore_zero.
 SUPERPIXELS = {
-    "slic": ("precomputed", "{kind: slic}", False),
-    "sam": ("precomputed", "{kind: sam}", True),
-    "seem": ("seem", "{}", True),
-    "xdecoder": ("xdecoder", "{}", True),
-    "openseed": ("openseed", "{}", True),
+    "slic": ("precomputed", "{kind: slic}"),
+    "sam": ("precomputed", "{kind: sam}"),
+    "seem": ("seem", "{}"),
+    "xdecoder": ("xdecoder", "{}"),
+    "openseed": ("openseed", "{}"),
 }
+MOCO_CHECKPOINT = "data/teachers/moco_v2_800ep_pretrain.pth.tar"
+"""Where the -resnet50 configs expect SLidR's MoCo v2 teacher (override teacher.options.checkpoint=...)."""
+# The recipe follows the teacher. ResNet-50: SLidR's (_base.yaml: SGD 0.5 for a global batch of 4, cosine, 50
+# epochs, crops 224 x 416). DINOv2: SuperFlow's, the LargeAD group's released DINOv2 + MinkUNet-34 pretraining
+# (configs/_base_/schedules/pretrain.py: AdamW 0.01, wd 0.01, one-cycle with 20% warm-up, 100 epochs, for a global
+# batch of 32 = 4 per GPU x 8 GPUs), with crops of 224 x 448 (multiples of the ViT's 14-pixel patches).
+DINOV2_RECIPE = [
+    "optim:",
+    "  name: adamw",
+    "  lr: 0.01",
+    "  base_batch_size: 32",
+    "  weight_decay: 0.01",
+    "  scheduler: onecycle",
+    "  pct_start: 0.2",
+    "train:",
+    "  epochs: 100",
+]
 
 
 def render(info: ModelInfo) -> tuple[str, str]:
     """(file name, YAML text) of one zoo entry."""
     short = info.short_name
-    name, options, ignore_zero = SUPERPIXELS[info.source]
+    name, options = SUPERPIXELS[info.source]
     if info.config != LargeADConfig():
         raise ValueError(f"{info.name}: its encoder is not LargeADConfig's defaults; give the generated config a "
                          "model: block")
@@ -52,15 +73,17 @@ def render(info: ModelInfo) -> tuple[str, str]:
         f"  options: {options}",
         "teacher:",
         f"  name: {info.teacher}",
-        "pipeline:",
-        f"  superpixel_ignore_zero: {'true' if ignore_zero else 'false'}",
-        "data:",
     ]
+    if info.teacher == "resnet50":
+        lines += [f"  options: {{checkpoint: {MOCO_CHECKPOINT}}}"]
+    else:
+        lines += [*DINOV2_RECIPE, "pipeline:", "  augment: {crop_size: [224, 448]}"]
+    lines += ["data:"]
     for ds in DATA[info.data]:
         lines += [
             f"  - name: {ds}",
             f"    root: data/{ds}",
-            "    split: train",
+            f"    split: {DATASET_SPLITS[ds]}",
             f"    options: {DATASET_OPTIONS[ds]}",
             "    ratio: 1.0",
             f"    superpixels: {{root: data/superpixels/{ds}}}",

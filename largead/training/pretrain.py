@@ -74,9 +74,13 @@ class SuperpixelConfig:
 @dataclass
 class TeacherConfig:
     """Frozen 2D backbone + trainable head: ``name`` is ``synthetic`` (the synthetic world's teacher) or a backbone
-    understood by ``largead.models.image.ImageTeacher`` (vit-s, vit-b, vit-l, resnet50)."""
+    understood by ``largead.models.image.ImageTeacher`` (vit-s, vit-b, vit-l, resnet50; ``resnet50`` needs
+    ``options.checkpoint``, the MoCo v2 file). ``random_init: true`` builds the named architecture with random
+    weights (tests and dry runs, no download): an explicit opt-in, recorded in the run config and the card, and the
+    result is never labelled as a zoo entry."""
 
     name: str = "vit-b"
+    random_init: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -157,7 +161,11 @@ def build_teacher(cfg: TeacherConfig, out_channels: int, datasets: Sequence[Any]
     from largead.models import image
 
     if cfg.name != "synthetic":
-        return image.ImageTeacher.from_pretrained_backbone(cfg.name, out_dim=out_channels, **cfg.options)
+        return image.ImageTeacher.from_pretrained_backbone(cfg.name, out_dim=out_channels,
+                                                           random_init=cfg.random_init, **cfg.options)
+    if cfg.random_init:
+        raise ValueError("teacher.random_init applies to the named 2D backbones (vit-s/b/l, resnet50), not to the "
+                         "synthetic world's teacher")
     from largead.data.synthetic import SYNTHETIC_CLASSES
 
     bad = [getattr(d, "name", "?") for d in datasets if not hasattr(d, "world")]
@@ -259,6 +267,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     global_batch = tc.batch_size * acc.num_processes * tc.grad_accum
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = T.build_optimizer(params, cfg.optim, global_batch)
+    note = T.lr_note(cfg.optim, global_batch)
+    if note:
+        acc.print(f"pretrain.py: {note}")
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
     total = tc.steps if tc.steps is not None else max(1, tc.epochs * len(loader) // tc.grad_accum)
     scheduler = T.build_scheduler(optimizer, cfg.optim, total)
@@ -282,7 +293,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     while step < stop:
         for batch in T.epoch_batches(acc, loader, epoch, skip):
             with acc.accumulate(model):
-                terms = model(batch)
+                terms = model(batch, progress=step / total)  # L_cdp's warm-up reads the schedule position
                 loss = terms["loss"]
                 T.check_finite_loss(acc, loss, step, out)
                 acc.backward(loss)
@@ -322,10 +333,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if acc.is_main_process:
         unwrapped = acc.unwrap_model(model)
         recipe = {**config_to_dict(cfg), "datasets": [d.name for d in cfg.data],
-                  "superpixels": _superpixel_kind(cfg.superpixels), "teacher": cfg.teacher.name, "steps_done": step}
+                  "superpixels": _superpixel_kind(cfg.superpixels), "teacher": cfg.teacher.name,
+                  "teacher_weights": getattr(unwrapped.teacher, "weights", None), "steps_done": step,
+                  "global_batch_size": global_batch, "effective_lr": T.scaled_lr(cfg.optim, global_batch)}
         with atomic_directory(encoder_dir) as tmp:
             unwrapped.encoder.save_pretrained(tmp)
-            _write_card(tmp, recipe, cfg.zoo_name, cfg.name)
+            _write_card(tmp, recipe, cfg)
     T.finish(acc)
     return {"output_dir": str(out), "encoder_dir": str(encoder_dir), "steps": step, "losses": losses,
             "seconds": seconds}
@@ -344,12 +357,18 @@ def _checksum(model: torch.nn.Module) -> float:
         return float(sum(p.detach().double().abs().sum() for p in model.parameters()))
 
 
-def _write_card(folder: Path, recipe: dict[str, Any], zoo_name: str | None, run_name: str) -> None:
+def _write_card(folder: Path, recipe: dict[str, Any], cfg: PretrainConfig) -> None:
     """README.md model card (``largead.cards.write_card``): the zoo entry's card when the config names one, else a
-    card for ``your-org/largead-<config name>`` (rename the org when pushing)."""
+    card for ``your-org/largead-<config name>`` (``scripts/push_to_hub.py`` writes the real repo id in). A run with
+    a random-init teacher is never labelled as its zoo entry, and its card says so first."""
     from largead.cards import write_card
 
-    write_card(folder, recipe, name=zoo_name, repo_id=None if zoo_name else f"your-org/largead-{run_name}")
+    random_teacher = cfg.teacher.random_init
+    zoo_name = None if random_teacher else cfg.zoo_name
+    notice = ("Trained with a randomly initialised 2D teacher (`teacher.random_init: true`, a dry run): these "
+              "weights distil nothing and are not a zoo checkpoint." if random_teacher else None)
+    write_card(folder, recipe, name=zoo_name, repo_id=None if zoo_name else f"your-org/largead-{cfg.name}",
+               notice=notice)
 
 
 def cli(argv: Sequence[str] | None = None) -> None:

@@ -120,8 +120,20 @@ def test_every_shipped_config_parses():
     assert {n for n in parsed if n.startswith("minkunet34-")} == zoo
     nkw = parsed["minkunet34-seem-nkw"]
     assert [d.name for d in nkw.data] == ["nuscenes", "semantickitti", "waymo"] and nkw.normalize_inputs
-    assert nkw.teacher.name == "vit-b" and nkw.superpixels.source == "seem" and nkw.optim.lr == 0.5
-    assert parsed["minkunet34-slic-n-resnet50"].pipeline.superpixel_ignore_zero is False
+    # DINOv2 teachers: SuperFlow's recipe (AdamW 0.01 for a global batch of 32, one-cycle, 100 epochs, 224 x 448)
+    assert nkw.teacher.name == "vit-b" and nkw.superpixels.source == "seem"
+    assert (nkw.optim.name, nkw.optim.lr, nkw.optim.base_batch_size, nkw.optim.scale_lr) == ("adamw", 0.01, 32, "none")
+    assert nkw.optim.scheduler == "onecycle" and nkw.train.epochs == 100
+    assert tuple(nkw.pipeline.augment.crop_size) == (224, 448)
+    assert [(d.name, d.split, d.options["cameras"]) for d in nkw.data] == [
+        ("nuscenes", "pretrain", True), ("semantickitti", "train", True), ("waymo", "train", True)]
+    # ResNet-50: SLidR's recipe (SGD 0.5 for a global batch of 4) and its MoCo v2 file
+    slic = parsed["minkunet34-slic-n-resnet50"]
+    assert (slic.optim.name, slic.optim.lr, slic.optim.base_batch_size, slic.optim.scale_lr) == ("sgd", 0.5, 4, "none")
+    assert slic.teacher.options["checkpoint"].endswith("moco_v2_800ep_pretrain.pth.tar")
+    assert tuple(slic.pipeline.augment.crop_size) == (224, 416)
+    for cfg in parsed.values():  # id 0's meaning comes from each superpixel source, never from a config
+        assert cfg.pipeline.superpixel_ignore_zero is None
     assert subprocess.run([sys.executable, "-m", "largead.training.make_configs", "--check"],
                           capture_output=True, check=False).returncode == 0
     from largead.zoo import model_info
