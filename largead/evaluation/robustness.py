@@ -141,7 +141,8 @@ def robustness_summary(
 ) -> dict:
     """CE and RR per corruption, with mCE and mRR, from ``results[corruption][severity] = mIoU``.
 
-    ``baseline`` has the same layout (or one mean mIoU per corruption, see :func:`corruption_error`); it must cover every corruption in ``results`` or mCE is undefined (``None``).
+    ``baseline`` has the same layout (or one mean mIoU per corruption, see :func:`corruption_error`); it must cover
+    every corruption in ``results`` or mCE is undefined (``None``).
     Returns ``{"ce": {c: float|None}, "rr": {c: float}, "mce": float|None, "mrr": float, "corruptions": [...]}``.
     """
     if not results:

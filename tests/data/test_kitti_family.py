@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import make_semantickitti_fixture
-from fixtures_extra import (
-    random_scan,
-    write_bin,
-    write_calib,
-    write_label,
-    write_pickle,
-    write_poses,
-    yaw_transform,
-)
+from fixtures import make_semantickitti_fixture, random_scan, yaw_transform
 
 from largead.data import IGNORE_INDEX, get_dataset, list_datasets
 from largead.data.labels import apply_lut, build_lut
@@ -31,6 +23,7 @@ from largead.data.labels_extra import (
     SYNTH4D_LEARNING_MAP,
 )
 from largead.data.readers import kitti_family as kf
+from largead.data.readers._kitti_io import atomic_write_bytes, write_bin, write_calib, write_label, write_poses
 
 RNG = np.random.default_rng(0)
 # fixtures hold a few sequences of each split; the warning itself is asserted in test_missing_sequences_warn
@@ -176,7 +169,8 @@ def test_kitti_camera_poses_become_lidar_poses(tmp_path):
         write_bin(os.path.join(root, "sequences", "02", "velodyne", f"{k:06d}.bin"), random_scan(RNG, 5))
         write_label(os.path.join(root, "sequences", "02", "labels", f"{k:06d}.label"), np.full(5, 7))
     write_poses(os.path.join(root, "sequences", "02", "poses.txt"), cam_poses)
-    write_calib(os.path.join(root, "sequences", "02", "calib.txt"), tr)
+    p = np.array([[700.0, 0, 600, 0], [0, 700.0, 180, 0], [0, 0, 1, 0]])
+    write_calib(os.path.join(root, "sequences", "02", "calib.txt"), {"P0": p, "P2": p, "Tr": tr[:3]})
     f = get_dataset("semanticposs", root, "val")[1]
     # hand check: a LiDAR point p maps to world as Tr^-1 P Tr p
     p = np.array([1.0, 2.0, 3.0, 1.0])
@@ -304,7 +298,7 @@ def test_daps3d_variants_and_npy(tmp_path):
     for seq in ("00", "08"):
         write_bin(os.path.join(root, "data", seq, "clouds", "000000.bin"), random_scan(RNG, 4))
         write_label(os.path.join(root, "data", seq, "labels", "000000.label"), np.array([252, 30, 48, 99]),
-                    np.array([3, 0, 0, 0]), dtype=np.int32)
+                    np.array([3, 0, 0, 0]))  # int32 in DAPS-3D: the same bytes as uint32 for these ids
     d1 = get_dataset("daps3d", root, "train")
     assert [f.sequence for f in d1] == ["00"]
     f = d1[0]
@@ -313,8 +307,7 @@ def test_daps3d_variants_and_npy(tmp_path):
     root2 = str(tmp_path / "daps2")
     os.makedirs(os.path.join(root2, "data", "38-18_7_72_90", "clouds"))
     np.save(os.path.join(root2, "data", "38-18_7_72_90", "clouds", "000000.npy"), random_scan(RNG, 4))
-    write_label(os.path.join(root2, "data", "38-18_7_72_90", "labels", "000000.label"), np.array([80, 81, 0, 10]),
-                dtype=np.int32)
+    write_label(os.path.join(root2, "data", "38-18_7_72_90", "labels", "000000.label"), np.array([80, 81, 0, 10]))
     d2 = get_dataset("daps3d", root2, "val", variant="daps-2")
     assert len(d2) == 1 and d2[0].labels.tolist() == [3, 3, IGNORE_INDEX, 0]
     with pytest.raises(ValueError, match="evaluation set"):
@@ -324,8 +317,10 @@ def test_daps3d_variants_and_npy(tmp_path):
 # ------------------------------------------------------------------------------------------------------------ Synth4D
 def test_synth4d(tmp_path):
     root = str(tmp_path)
-    write_pickle(os.path.join(root, "splits", "kitti_synth", "training_split.pkl"), {"Town03": [12, 3]})
-    write_pickle(os.path.join(root, "splits", "kitti_synth", "validation_split.pkl"), {"Town06": [5]})
+    # GIPSO's split files are plain pickles of {town: [frame ids]} (gipso-sfouda utils/dataset.py load_obj)
+    splits = os.path.join(root, "splits", "kitti_synth")
+    atomic_write_bytes(os.path.join(splits, "training_split.pkl"), pickle.dumps({"Town03": [12, 3]}))
+    atomic_write_bytes(os.path.join(splits, "validation_split.pkl"), pickle.dumps({"Town06": [5]}))
     for town, fid in (("Town03", 3), ("Town03", 12), ("Town06", 5)):
         base = os.path.join(root, "kitti_synth", town)
         os.makedirs(os.path.join(base, "velodyne"), exist_ok=True)

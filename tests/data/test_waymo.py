@@ -7,27 +7,27 @@ import os
 
 import numpy as np
 import pytest
-from fixtures_extra import (
+from fixtures import (
     WAYMO_EXT,
     WAYMO_H,
     WAYMO_IMAX,
     WAYMO_IMIN,
     WAYMO_W,
-    make_waymo_fixture,
-    write_waymo,
+    make_waymo_segment,
     yaw_transform,
 )
 
 from largead.data import IGNORE_INDEX, get_dataset, list_datasets
+from largead.data.export import write_waymo_segment
 from largead.data.labels_extra import WAYMO_CLASSES
 
 H, W, IMIN, IMAX, EXT = WAYMO_H, WAYMO_W, WAYMO_IMIN, WAYMO_IMAX, WAYMO_EXT
-_fixture = make_waymo_fixture
+_fixture = make_waymo_segment
 
 
 @pytest.fixture
 def root(tmp_path):
-    write_waymo(str(tmp_path), _fixture())
+    write_waymo_segment(tmp_path, _fixture())
     return str(tmp_path)
 
 
@@ -54,7 +54,7 @@ def test_point_at_known_range_azimuth_inclination(root):
 
 def test_nonuniform_inclinations(tmp_path):
     values = [-0.3, -0.1, 0.0, 0.2]  # lowest beam first, as stored
-    write_waymo(str(tmp_path), _fixture(values=values, cameras=False))
+    write_waymo_segment(tmp_path, _fixture(values=values, cameras=False))
     f = get_dataset("waymo", str(tmp_path), "train", cameras=False)[0]
     # row 1 -> reversed values[2] = 0.0: the point lies at the sensor's height
     assert abs(f.points[1, 2] - EXT[2, 3]) < 1e-5
@@ -95,6 +95,7 @@ def test_cameras_axes_and_projection(root):
     assert [c.name for c in f.cameras] == ["FRONT", "FRONT_LEFT"]
     front, left = f.cameras
     assert front.image.shape == (6, 8, 3) and abs(int(front.image.mean()) - 40) <= 2  # JPEG of constant 40
+    assert left.image.shape == (4, 8, 3) and abs(int(left.image.mean()) - 80) <= 2  # a smaller camera
     np.testing.assert_allclose(front.intrinsics, [[100, 0, 4], [0, 110, 3], [0, 0, 1]])
     # a vehicle point 10 m ahead of the FRONT camera, 1 m to its left, 0.5 m above it
     p = np.array([12.0, 1.0, 2.1, 1.0])
@@ -109,21 +110,21 @@ def test_cameras_axes_and_projection(root):
 def test_motion_compensation_with_pixel_pose(tmp_path):
     shift = np.zeros((H, W, 6), np.float32)
     shift[..., 3] = 0.5  # each pixel's vehicle pose is 0.5 m further along world x (frame 0 pose is identity)
-    write_waymo(str(tmp_path), _fixture(cameras=False, pixel_pose=shift))
+    write_waymo_segment(tmp_path, _fixture(cameras=False, pixel_pose=shift))
     plain = get_dataset("waymo", str(tmp_path), "train", cameras=False, motion_compensation=False)[0]
     comp = get_dataset("waymo", str(tmp_path), "train", cameras=False)[0]
     np.testing.assert_allclose(comp.points[:, :3] - plain.points[:, :3], [[0.5, 0, 0]] * 3, atol=1e-5)
 
 
 def test_validation_split_dir(tmp_path):
-    write_waymo(str(tmp_path), _fixture(cameras=False), split_dir="validation")
+    write_waymo_segment(tmp_path, _fixture(cameras=False), "validation")
     assert len(get_dataset("waymo", str(tmp_path), "val", cameras=False)) == 3
     with pytest.raises(FileNotFoundError, match="training"):
         get_dataset("waymo", str(tmp_path), "train")
 
 
 def test_missing_column_names_file_and_column(tmp_path):
-    write_waymo(str(tmp_path), _fixture(cameras=False),
+    write_waymo_segment(tmp_path, _fixture(cameras=False),
                 drop={"lidar_calibration": "[LiDARCalibrationComponent].beam_inclination.max"})
     ds = get_dataset("waymo", str(tmp_path), "train", cameras=False)
     with pytest.raises(ValueError, match=r"lidar_calibration.*seg_a\.parquet.*beam_inclination\.max"):
@@ -134,7 +135,7 @@ def test_range_image_shape_mismatch(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    write_waymo(str(tmp_path), _fixture(cameras=False))
+    write_waymo_segment(tmp_path, _fixture(cameras=False))
     path = os.path.join(tmp_path, "training", "lidar", "seg_a.parquet")
     t = pq.read_table(path)
     col = "[LiDARComponent].range_image_return1.shape"
@@ -147,13 +148,13 @@ def test_range_image_shape_mismatch(tmp_path):
 def test_segmentation_shape_mismatch(tmp_path):
     fx = _fixture(cameras=False)
     fx.segmentation = {0: np.zeros((H, W - 1, 2), np.int32)}
-    write_waymo(str(tmp_path), fx)
+    write_waymo_segment(tmp_path, fx)
     with pytest.raises(ValueError, match=r"lidar_segmentation.*\[4, 7, 2\], expected \[4, 8, 2\]"):
         get_dataset("waymo", str(tmp_path), "train", cameras=False)[0]
 
 
 def test_truncated_parquet(tmp_path):
-    write_waymo(str(tmp_path), _fixture(cameras=False))
+    write_waymo_segment(tmp_path, _fixture(cameras=False))
     path = os.path.join(tmp_path, "training", "lidar", "seg_a.parquet")
     with open(path, "rb") as fh:
         data = fh.read()
