@@ -64,8 +64,10 @@ class SampleSize:
 class OfficialSample:
     """One written sample: open it with ``get_dataset(dataset, root, split, **options)``.
 
-    ``splits`` gives the number of frames each split reads (with ``options``); ``cameras`` the cameras per frame
-    (0 for LiDAR-only datasets).
+    ``splits`` gives the number of frames each split reads (with ``options``; a ``<split>_labelled`` entry counts
+    the frames of ``<split>`` that have labels, for Waymo's ``labelled_only=True``); ``cameras`` the cameras per
+    frame (0 for LiDAR-only datasets); ``frames`` the synthetic frames written, in writing order, with synthetic
+    labels (the expected values of a round trip; empty for the corrupted sets).
     """
 
     key: str
@@ -74,6 +76,7 @@ class OfficialSample:
     options: dict = field(default_factory=dict)
     splits: dict[str, int] = field(default_factory=dict)
     cameras: int = 0
+    frames: tuple[Frame, ...] = field(default=(), repr=False, compare=False)
 
 
 class _FramePool:
@@ -120,6 +123,9 @@ class _FramePool:
 
 # -------------------------------------------------------------------------------------------------------- builders
 NUSCENES_SCENES = ("scene-0061", "scene-1094", "scene-0103")
+LIDAR_WORLD = 300
+"""World sequences ``300 + s`` feed sequence ``s`` of every LiDAR-only sample: the transfer datasets share their
+scans (written in each one's format and label ids), which keeps the samples quick to build."""
 KITTI_SEQUENCES = tuple(f"{s:02d}" for s in range(11))
 
 
@@ -137,17 +143,17 @@ def _nuscenes(pool: _FramePool, root: Path, version: str) -> list[Frame]:
 
 
 def _sample_nuscenes(pool: _FramePool, root: Path) -> OfficialSample:
-    _nuscenes(pool, root / "nuscenes", "v1.0-trainval")
+    frames = _nuscenes(pool, root / "nuscenes", "v1.0-trainval")
     k = pool.size.frames
     return OfficialSample("nuscenes", "nuscenes", root / "nuscenes", {},
-                          {"train": 2 * k, "val": k, "pretrain": k, "pretrain_val": k, "all": 3 * k}, 6)
+                          {"train": 2 * k, "val": k, "pretrain": k, "pretrain_val": k, "all": 3 * k}, 6, tuple(frames))
 
 
 def _sample_nuscenes_mini(pool: _FramePool, root: Path) -> OfficialSample:
-    _nuscenes(pool, root / "nuscenes-mini", "v1.0-mini")
+    frames = _nuscenes(pool, root / "nuscenes-mini", "v1.0-mini")
     k = pool.size.frames
     return OfficialSample("nuscenes_mini", "nuscenes", root / "nuscenes-mini", {"version": "v1.0-mini"},
-                          {"mini_train": 2 * k, "mini_val": k, "all": 3 * k}, 6)
+                          {"mini_train": 2 * k, "mini_val": k, "all": 3 * k}, 6, tuple(frames))
 
 
 def _kitti_frames(pool: _FramePool, profile: str) -> list[Frame]:
@@ -164,18 +170,20 @@ def _sample_semantickitti(pool: _FramePool, root: Path) -> OfficialSample:
     from largead.data.export.kitti import write_semantickitti
     from largead.data.synthetic import export_lut
 
-    write_semantickitti(_kitti_frames(pool, "kitti"), root / "semantickitti", inverse_lut=export_lut("semantickitti"))
+    frames = _kitti_frames(pool, "kitti")
+    write_semantickitti(frames, root / "semantickitti", inverse_lut=export_lut("semantickitti"))
     return OfficialSample("semantickitti", "semantickitti", root / "semantickitti", {"cameras": True},
-                          _kitti_splits(pool.size), 1)
+                          _kitti_splits(pool.size), 1, tuple(frames))
 
 
 def _sample_scribblekitti(pool: _FramePool, root: Path) -> OfficialSample:
     from largead.data.export.kitti import write_scribblekitti
     from largead.data.synthetic import export_lut
 
-    write_scribblekitti(_kitti_frames(pool, "kitti"), root / "scribblekitti", inverse_lut=export_lut("semantickitti"))
+    frames = _kitti_frames(pool, "kitti")
+    write_scribblekitti(frames, root / "scribblekitti", inverse_lut=export_lut("semantickitti"))
     return OfficialSample("scribblekitti", "scribblekitti", root / "scribblekitti", {"cameras": True},
-                          _kitti_splits(pool.size), 1)
+                          _kitti_splits(pool.size), 1, tuple(frames))
 
 
 def _sample_waymo(pool: _FramePool, root: Path) -> OfficialSample:
@@ -183,16 +191,18 @@ def _sample_waymo(pool: _FramePool, root: Path) -> OfficialSample:
     from largead.data.synthetic import export_lut
 
     size = pool.size
+    written = []
     for s, split in enumerate(("train", "val")):
         frames = pool.sequence("waymo", 200 + s, f"waymo-{split}", size.frames, t0=1.55e9 + 100.0 * s)
         frames = [f if j % 2 == 0 else dataclasses.replace(f, labels=None, instances=None)
                   for j, f in enumerate(frames)]  # Waymo labels a subset of its frames
         write_waymo(frames, root / "waymo", split, columns=size.columns, beams=size.beams,
                     inverse_lut=export_lut("waymo"))
+        written += frames
     labelled = (size.frames + 1) // 2
     return OfficialSample("waymo", "waymo", root / "waymo", {},
                           {"train": size.frames, "val": size.frames, "train_labelled": labelled,
-                           "val_labelled": labelled}, 5)
+                           "val_labelled": labelled}, 5, tuple(written))
 
 
 def _sample_rellis3d(pool: _FramePool, root: Path) -> OfficialSample:
@@ -200,10 +210,11 @@ def _sample_rellis3d(pool: _FramePool, root: Path) -> OfficialSample:
     from largead.data.synthetic import export_lut
 
     n = pool.size.transfer_frames
-    frames = [f for s in range(3) for f in pool.sequence("lidar", 300 + s, f"{s:05d}", n)]
+    frames = [f for s in range(3) for f in pool.sequence("lidar", LIDAR_WORLD + s, f"{s:05d}", n)]
     write_rellis3d(frames, root / "rellis3d", inverse_lut=export_lut("rellis3d"),
                    organised=(pool.size.beams, pool.size.columns))
-    return OfficialSample("rellis3d", "rellis3d", root / "rellis3d", {}, {"train": n, "val": n, "test": n})
+    return OfficialSample("rellis3d", "rellis3d", root / "rellis3d", {}, {"train": n, "val": n, "test": n},
+                          frames=tuple(frames))
 
 
 def _sample_semanticposs(pool: _FramePool, root: Path) -> OfficialSample:
@@ -211,10 +222,10 @@ def _sample_semanticposs(pool: _FramePool, root: Path) -> OfficialSample:
     from largead.data.synthetic import export_lut
 
     n = pool.size.transfer_frames
-    frames = [f for s in range(6) for f in pool.sequence("lidar", 400 + s, f"{s:02d}", n)]
+    frames = [f for s in range(6) for f in pool.sequence("lidar", LIDAR_WORLD + s, f"{s:02d}", n)]
     write_semanticposs(frames, root / "semanticposs", inverse_lut=export_lut("semanticposs"))
     return OfficialSample("semanticposs", "semanticposs", root / "semanticposs", {},
-                          {"train": 5 * n, "val": n, "test": n})
+                          {"train": 5 * n, "val": n, "test": n}, frames=tuple(frames))
 
 
 def _sample_semanticstf(pool: _FramePool, root: Path) -> OfficialSample:
@@ -223,10 +234,11 @@ def _sample_semanticstf(pool: _FramePool, root: Path) -> OfficialSample:
 
     n = pool.size.transfer_frames
     frames = [f for s, split in enumerate(("train", "val", "test"))
-              for f in pool.sequence("lidar", 500 + s, f"2019-01-0{s + 1}_stf", n)]
+              for f in pool.sequence("lidar", LIDAR_WORLD + s, f"2019-01-0{s + 1}_stf", n)]
     splits = {f"2019-01-0{s + 1}_stf": split for s, split in enumerate(("train", "val", "test"))}
     write_semanticstf(frames, root / "semanticstf", split_of_sequence=splits, inverse_lut=export_lut("semanticstf"))
-    return OfficialSample("semanticstf", "semanticstf", root / "semanticstf", {}, {"train": n, "val": n, "test": n})
+    return OfficialSample("semanticstf", "semanticstf", root / "semanticstf", {}, {"train": n, "val": n, "test": n},
+                          frames=tuple(frames))
 
 
 def _sample_synlidar(pool: _FramePool, root: Path) -> OfficialSample:
@@ -234,10 +246,10 @@ def _sample_synlidar(pool: _FramePool, root: Path) -> OfficialSample:
     from largead.data.synthetic import export_lut
 
     n = pool.size.transfer_frames
-    frames = [f for s in range(13) for f in pool.sequence("lidar", 600 + s, f"{s:02d}", n)]
+    frames = [f for s in range(13) for f in pool.sequence("lidar", LIDAR_WORLD + s, f"{s:02d}", n)]
     write_synlidar(frames, root / "synlidar", layout="sequences", inverse_lut=export_lut("synlidar"))
     return OfficialSample("synlidar", "synlidar", root / "synlidar", {},
-                          {"train": 10 * n, "val": 3 * n, "all": 13 * n})
+                          {"train": 10 * n, "val": 3 * n, "all": 13 * n}, frames=tuple(frames))
 
 
 def _sample_daps3d(pool: _FramePool, root: Path) -> OfficialSample:
@@ -245,9 +257,10 @@ def _sample_daps3d(pool: _FramePool, root: Path) -> OfficialSample:
     from largead.data.synthetic import export_lut
 
     n = pool.size.transfer_frames
-    frames = [f for s, seq in enumerate(KITTI_SEQUENCES) for f in pool.sequence("lidar", 700 + s, seq, n)]
+    frames = [f for s, seq in enumerate(KITTI_SEQUENCES) for f in pool.sequence("lidar", LIDAR_WORLD + s, seq, n)]
     write_daps3d(frames, root / "daps3d" / "daps-1", inverse_lut=export_lut("daps3d"))
-    return OfficialSample("daps3d", "daps3d", root / "daps3d" / "daps-1", {}, {"train": 10 * n, "val": n})
+    return OfficialSample("daps3d", "daps3d", root / "daps3d" / "daps-1", {}, {"train": 10 * n, "val": n},
+                          frames=tuple(frames))
 
 
 def _sample_daps3d_daps2(pool: _FramePool, root: Path) -> OfficialSample:
@@ -256,10 +269,10 @@ def _sample_daps3d_daps2(pool: _FramePool, root: Path) -> OfficialSample:
 
     n = pool.size.transfer_frames
     frames = [f for s, seq in enumerate(DAPS2_SEQUENCES)
-              for f in pool.sequence("lidar", 720 + s, seq, n, t0=1.6e9 + 100.0 * s)]
+              for f in pool.sequence("lidar", LIDAR_WORLD + s, seq, n, t0=1.6e9 + 100.0 * s)]
     write_daps3d(frames, root / "daps3d" / "daps-2", variant="daps-2", fmt="npy", inverse_lut=export_lut("daps3d"))
     return OfficialSample("daps3d_daps2", "daps3d", root / "daps3d" / "daps-2", {"variant": "daps-2"},
-                          {"val": 3 * n})
+                          {"val": 3 * n}, frames=tuple(frames))
 
 
 def _sample_synth4d(pool: _FramePool, root: Path) -> OfficialSample:
@@ -267,9 +280,10 @@ def _sample_synth4d(pool: _FramePool, root: Path) -> OfficialSample:
     from largead.data.synthetic import export_lut
 
     n = pool.size.transfer_frames
-    frames = [f for s, town in enumerate(("Town03", "Town06")) for f in pool.sequence("lidar", 800 + s, town, n)]
+    frames = [f for s, town in enumerate(("Town03", "Town06"))
+              for f in pool.sequence("lidar", LIDAR_WORLD + s, town, n)]
     write_synth4d(frames, root / "synth4d", inverse_lut=export_lut("synth4d"))
-    return OfficialSample("synth4d", "synth4d", root / "synth4d", {}, {"train": n, "val": n})
+    return OfficialSample("synth4d", "synth4d", root / "synth4d", {}, {"train": n, "val": n}, frames=tuple(frames))
 
 
 def _sample_semantickitti_c(pool: _FramePool, root: Path, samples: dict[str, OfficialSample]) -> OfficialSample:
