@@ -184,3 +184,14 @@ def make_waymo_segment(values=None, cameras=True, pixel_pose=None) -> WaymoSegme
                             [np.full((4, 8, 3), 80 + f, np.uint8) for f in range(3)])]
     return WaymoSegment("seg_a", [1000, 1100, 1200], [top, front], poses, {0: seg, 2: seg}, cameras=cams,
                         pixel_pose={} if pixel_pose is None else {0: pixel_pose})
+
+
+def assert_one_line_error(call, exc: type[BaseException], pattern: str) -> BaseException:
+    """``call()`` raises ``exc`` whose message matches ``pattern`` and is one non-empty line; returns the error."""
+    import pytest
+
+    with pytest.raises(exc, match=pattern) as info:
+        call()
+    message = str(info.value)
+    assert message.strip() and "\n" not in message, f"not a one-line error: {message!r}"
+    return info.value
