@@ -218,6 +218,8 @@ BAD_INPUT = [
      ValueError, r"v1\.0-mini/scene\.json: not valid JSON"),
     ("dangling reference", _dangling_calibration, lambda r: _open(r),
      ValueError, r"v1\.0-mini: inconsistent nuScenes tables \(a record refers to a missing one: KeyError"),
+    ("missing map image", lambda r: shutil.rmtree(r / "maps"), lambda r: _open(r),
+     ValueError, r"v1\.0-mini: nuscenes-devkit refused the tables: map mask .*maps/[0-9a-f]{32}\.png does not exist"),
     ("lidarseg folder missing", lambda r: shutil.rmtree(r / "lidarseg"), lambda r: _open(r),
      FileNotFoundError, r"lidarseg/v1\.0-mini: nuScenes-lidarseg label folder not found"),
     ("extra label file", lambda r: (r / "lidarseg" / VERSION / "extra_lidarseg.bin").write_bytes(b"\0"),
@@ -294,3 +296,26 @@ def test_table_only_accessors(fixture):
     np.testing.assert_allclose(views[2].lidar_to_camera, frames[4].cameras[2].lidar_to_camera, atol=1e-9)
 
 
+
+
+# valeoai/SLidR pretrain/dataloader_nuscenes.py CUSTOM_SPLIT (the 100 training scenes held out of pretraining for
+# parameter search, its "verifying" phase; "parametrizing" = train minus these), transcribed by hand as numbers.
+SLIDR_CUSTOM_SPLIT = (
+    8, 9, 19, 29, 32, 42, 45, 49, 52, 54, 56, 66, 67, 73, 131, 152, 166, 168, 183, 190, 194, 208, 210, 211, 241, 243,
+    248, 259, 260, 261, 287, 292, 297, 305, 306, 350, 352, 358, 361, 365, 368, 377, 388, 391, 395, 413, 427, 428, 438,
+    444, 452, 453, 459, 463, 464, 475, 513, 533, 544, 575, 587, 589, 642, 652, 658, 669, 678, 687, 701, 703, 706, 710,
+    715, 726, 735, 740, 758, 786, 790, 804, 806, 847, 856, 868, 882, 897, 899, 976, 996, 1012, 1015, 1016, 1018, 1020,
+    1024, 1044, 1058, 1094, 1098, 1107,
+)
+
+
+def test_pretrain_split_is_slidrs():
+    from nuscenes.utils.splits import create_splits_scenes
+
+    from largead.data.readers.nuscenes import SLIDR_HELDOUT_SCENES, split_scenes
+
+    assert SLIDR_HELDOUT_SCENES == tuple(f"scene-{n:04d}" for n in SLIDR_CUSTOM_SPLIT)
+    train = set(create_splits_scenes(verbose=False)["train"])
+    assert len(SLIDR_HELDOUT_SCENES) == 100 and set(SLIDR_HELDOUT_SCENES) <= train
+    assert split_scenes("pretrain") == train - set(SLIDR_HELDOUT_SCENES) and len(split_scenes("pretrain")) == 600
+    assert split_scenes("pretrain_val") == set(SLIDR_HELDOUT_SCENES)
