@@ -52,6 +52,7 @@ from largead.data.labels_extra import (
     SYNTH4D_LEARNING_MAP,
 )
 from largead.data.readers._kitti_io import (
+    one_line,
     present_sequences,
     read_bin,
     read_calib,
@@ -116,7 +117,7 @@ def _load_npy(path: str, what: str) -> np.ndarray:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: {what} not found") from None
     except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable .npy array (truncated or corrupt): {err}") from err
+        raise ValueError(f"{path}: not a readable .npy array (truncated or corrupt): {one_line(err)}") from err
 
 
 class KittiFamilyDataset(LidarDataset):
@@ -452,7 +453,7 @@ class SynLidarDataset(_SemanticKittiLabels):
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: SynLiDAR split file not found") from None
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
+            raise ValueError(f"{path}: not valid JSON ({one_line(err)})") from None
         key = split if split in table or split != "val" else "validation"
         if not isinstance(table, dict) or key not in table or not isinstance(table[key], dict):
             raise ValueError(f"{path}: expected {{\"train\": {{\"NN\": [frames]}}, \"val\": ...}} with an entry "
@@ -563,7 +564,8 @@ class Synth4dDataset(KittiFamilyDataset):
             with open(pkl, "rb") as fh:
                 table = pickle.load(fh)
         except (pickle.UnpicklingError, EOFError, ValueError) as err:
-            raise ValueError(f"{pkl}: not a readable split pickle (truncated or corrupt): {err}") from err
+            raise ValueError(f"{pkl}: not a readable split pickle (truncated or corrupt): "
+                             f"{one_line(err)}") from err
         if not isinstance(table, dict):
             raise ValueError(f"{pkl}: expected a dict town -> frame ids, got {type(table).__name__}")
         for town in sorted(table):

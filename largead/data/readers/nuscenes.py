@@ -36,7 +36,7 @@ import numpy as np
 from largead.data.frame import CameraView, Frame
 from largead.data.geometry import check_intrinsics, nuscenes_lidar_to_camera, rigid_from_quaternion
 from largead.data.labels import NUSCENES_CLASSES, NUSCENES_LIDARSEG_CATEGORIES, apply_lut, nuscenes_lidarseg_lut
-from largead.data.readers._kitti_io import read_bin, read_image, read_raw_label
+from largead.data.readers._kitti_io import one_line, read_bin, read_image, read_raw_label
 from largead.data.registry import LidarDataset, register_dataset
 
 NUSCENES_CAMERAS: tuple[str, ...] = (
@@ -96,10 +96,10 @@ def _open_devkit(root: Path, version: str) -> Any:
         bad = next((f for f in sorted(table_dir.glob("*.json")) if not _parses(f)), table_dir)
         raise ValueError(f"{bad}: not valid JSON ({err.msg} at line {err.lineno})") from None
     except AssertionError as err:  # the devkit's checks (label file count, category index, ...)
-        raise ValueError(f"{table_dir}: nuscenes-devkit refused the tables: {err}") from None
+        raise ValueError(f"{table_dir}: nuscenes-devkit refused the tables: {one_line(err)}") from None
     except (KeyError, IndexError, TypeError) as err:  # broken references between tables
         raise ValueError(f"{table_dir}: inconsistent nuScenes tables (a record refers to a missing one: "
-                         f"{type(err).__name__} {err})") from None
+                         f"{type(err).__name__} {one_line(err)})") from None
 
 
 def _parses(path: Path) -> bool:
@@ -254,7 +254,8 @@ class NuScenesDataset(LidarDataset):
         try:
             m = rigid_from_quaternion(rec["rotation"], rec["translation"])
         except ValueError as err:
-            raise ValueError(f"{self.version}/{table}.json: record {token} has a degenerate rotation ({err})") from None
+            raise ValueError(f"{self.version}/{table}.json: record {token} has a degenerate rotation "
+                             f"({one_line(err)})") from None
         if not np.isfinite(m).all():
             raise ValueError(f"{self.version}/{table}.json: record {token} has a non-finite translation "
                              f"{rec['translation']}")

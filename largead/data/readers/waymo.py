@@ -48,6 +48,7 @@ import numpy as np
 from largead.data.frame import IGNORE_INDEX, CameraView, Frame
 from largead.data.labels import build_lut
 from largead.data.labels_extra import WAYMO_CLASSES, WAYMO_LEARNING_MAP
+from largead.data.readers._kitti_io import one_line
 from largead.data.registry import LidarDataset, register_dataset
 
 LASER_NAMES = {1: "TOP", 2: "FRONT", 3: "SIDE_LEFT", 4: "SIDE_RIGHT", 5: "REAR"}
@@ -137,14 +138,14 @@ def _read_table(path: str, columns: list[str], filters=None):
     try:
         names = set(pq.read_schema(path).names)
     except (pa.ArrowInvalid, OSError) as err:
-        raise ValueError(f"{path}: not a readable parquet file (truncated or corrupt): {err}") from err
+        raise ValueError(f"{path}: not a readable parquet file (truncated or corrupt): {one_line(err)}") from None
     missing = [c for c in columns if c not in names]
     if missing:
         raise ValueError(f"{path}: missing Waymo v2 columns {missing}; the file has {sorted(names)}")
     try:
         return pq.read_table(path, columns=columns, filters=filters)
     except (pa.ArrowInvalid, OSError) as err:
-        raise ValueError(f"{path}: failed to read parquet data (truncated or corrupt): {err}") from err
+        raise ValueError(f"{path}: failed to read parquet data (truncated or corrupt): {one_line(err)}") from None
 
 
 def _image_cell(table, prefix: str, row: int, path: str, what: str, dtype) -> np.ndarray:
@@ -428,7 +429,7 @@ class WaymoDataset(LidarDataset):
                 image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
             except Exception as err:  # PIL raises several types for bad bytes
                 raise ValueError(f"{path}: camera {CAMERA_NAMES.get(cam, cam)} image at {ts} is not a decodable "
-                                 f"JPEG: {err}") from err
+                                 f"JPEG: {one_line(err)}") from err
             if image.shape[:2] != (h, w):
                 raise ValueError(f"{path}: camera {CAMERA_NAMES.get(cam, cam)} image is {image.shape[1]}x"
                                  f"{image.shape[0]}, calibration says {w}x{h}")
