@@ -468,3 +468,18 @@ def test_nuscenes_round_trip(tmp_path):
             np.testing.assert_allclose(cg.lidar_to_camera, cf.lidar_to_camera, atol=1e-6)
             np.testing.assert_allclose(cg.intrinsics, cf.intrinsics, atol=1e-9)
             assert np.abs(cg.image.astype(int) - cf.image.astype(int)).mean() < 6  # JPEG
+
+
+def test_waymo_camera_layout_mixes_image_sizes():
+    cfg = SyntheticConfig(camera_layout="waymo", num_cameras=5, image_size=(64, 96), beams=8,
+                          azimuth_resolution=4.0, frames_per_sequence=1)
+    f = SyntheticWorld(cfg).frame(0, 0)
+    assert [(c.name, c.image.shape[:2]) for c in f.cameras] == [
+        ("FRONT", (64, 96)), ("FRONT_LEFT", (64, 96)), ("FRONT_RIGHT", (64, 96)), ("SIDE_LEFT", (44, 96)),
+        ("SIDE_RIGHT", (44, 96))]  # 1920x886 side images against 1920x1280 front ones
+    forward = [np.linalg.inv(c.lidar_to_camera)[:3, 2] for c in f.cameras]  # optical axes in the LiDAR frame
+    yaws = [round(float(np.degrees(np.arctan2(v[1], v[0])))) for v in forward]
+    assert yaws == [0, 45, -45, 90, -90]
+    f.validate("waymo layout")
+    with pytest.raises(ValueError, match=r"num_cameras = 6: expected 0..5 with the waymo layout"):
+        SyntheticConfig(camera_layout="waymo", num_cameras=6)
