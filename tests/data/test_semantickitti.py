@@ -274,3 +274,13 @@ def test_kitti_io_helpers(tmp_path):
     (tmp_path / "calib.txt").write_text("P0 1 0 0\n")
     with pytest.raises(ValueError, match="calib.txt: line 1: expected 'KEY: values'"):
         read_calib(tmp_path / "calib.txt")
+
+
+def test_lidar_only_use_never_reads_calib(small):
+    """Without cameras and poses, calib.txt is not read at all: a damaged one does not stop LiDAR-only reading."""
+    (small / "poses.txt").unlink()
+    (small / "calib.txt").write_text("garbage\n")
+    f = _open(small)[0]
+    assert f.labels is not None and f.cameras == []
+    assert_one_line_error(lambda: _open(small, cameras=True), ValueError,
+                          r"08/calib\.txt: line 1: expected .KEY: values.")

@@ -126,7 +126,8 @@ class SemanticKITTIDataset(LidarDataset):
             if need_calib and not calib_path.is_file():
                 why = "cameras=True (P2, Tr)" if cameras else "poses=True (Tr turns camera-0 poses into LiDAR poses)"
                 raise FileNotFoundError(f"{calib_path}: calibration file not found; needed for {why}")
-            calib = read_calib(calib_path) if calib_path.is_file() and (need_calib or poses is None) else {}
+            wants_tr = need_calib or (poses is None and poses_path.is_file())  # Tr turns camera poses into LiDAR ones
+            calib = read_calib(calib_path) if calib_path.is_file() and wants_tr else {}
             tr = None
             if calib:
                 if "Tr" not in calib:
