@@ -259,3 +259,25 @@ def semantickitti_inverse_lut() -> np.ndarray:
     """(20,) int64 indexed by ``train_id + 1``: raw SemanticKITTI id of each class (ignore -> 0)."""
     return np.array([SEMANTICKITTI_LEARNING_MAP_INV[i] for i in range(-1, len(SEMANTICKITTI_CLASSES))],
                     dtype=np.int64)
+
+
+def inverse_lut(mapping: Mapping[int, int], num_classes: int, ignore_raw: int = 0) -> np.ndarray:
+    """(C + 1,) int64 indexed by ``train_id + 1``: a raw id for each training id of a raw -> train ``mapping``.
+
+    Each class gets the smallest raw id that maps to it, ignore gets ``ignore_raw`` (the dataset's "unlabeled" id),
+    so ``apply_lut(build_lut(mapping), inverse_lut(mapping, C))`` is ``[-1, 0, 1, ..., C-1]`` (used by the
+    writers of :mod:`largead.data.export`). Raises if a class has no raw id or ``ignore_raw`` is not ignored.
+    """
+    out = np.full(num_classes + 1, -1, dtype=np.int64)
+    for raw in sorted(mapping, reverse=True):
+        train = int(mapping[raw])
+        if not 0 <= train < num_classes:
+            raise ValueError(f"mapping sends raw id {raw} to {train}, outside 0..{num_classes - 1}")
+        out[train + 1] = raw
+    missing = [c for c in range(num_classes) if out[c + 1] < 0]
+    if missing:
+        raise ValueError(f"no raw id maps to training ids {missing}")
+    if ignore_raw in mapping:
+        raise ValueError(f"ignore_raw {ignore_raw} is not ignored by the mapping (it maps to {mapping[ignore_raw]})")
+    out[0] = ignore_raw
+    return out

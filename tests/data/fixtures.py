@@ -1,18 +1,28 @@
-"""Tiny datasets for tests, written in the real on-disk formats through :mod:`largead.data.export`.
+"""Test data recipes: random frames and hand-made range images. Every file is written by the library's writers
+(:mod:`largead.data.export`, :mod:`largead.data.readers._kitti_io`); nothing here writes a format itself.
 
-``make_frames`` builds frames with a LiDAR-like cloud, labels, a moving pose and rigidly mounted pinhole cameras
-looking around the car; ``make_nuscenes_fixture`` / ``make_semantickitti_fixture`` write them to ``root`` and return
-the frames written (the expected values for reader tests).
+``make_frames`` builds frames with a random LiDAR-like cloud, labels (some ignore), a moving pose and rigidly mounted
+pinhole cameras looking around the car; ``make_nuscenes_fixture`` / ``make_semantickitti_fixture`` write them with the
+library writers and return the frames written (the expected values for reader tests). ``make_waymo_segment`` is a
+Waymo segment of hand-placed range-image pixels whose points are computed by hand in ``test_waymo.py``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from largead.data.export import write_nuscenes, write_semantickitti
+from largead.data.export import (
+    CAMERA_EGO_MOTION,
+    WaymoCamera,
+    WaymoLaser,
+    WaymoSegment,
+    write_nuscenes,
+    write_semantickitti,
+)
 from largead.data.frame import IGNORE_INDEX, CameraView, Frame
 from largead.data.geometry import axis_angle_to_matrix
 
@@ -89,15 +99,6 @@ def make_frames(
     return frames
 
 
-CAMERA_EGO_MOTION = np.array([
-    [np.cos(0.01), -np.sin(0.01), 0.0, 0.12],
-    [np.sin(0.01), np.cos(0.01), 0.0, 0.01],
-    [0.0, 0.0, 1.0, 0.0],
-    [0.0, 0.0, 0.0, 1.0],
-])
-"""Ego motion between LiDAR and camera timestamps used by the nuScenes fixture (exercises the full chain)."""
-
-
 def make_nuscenes_fixture(
     root: str | Path,
     scenes: Sequence[str] = ("scene-0061", "scene-0103"),
@@ -128,3 +129,69 @@ def make_semantickitti_fixture(
                          camera_names=("image_2",), image_size=(40, 120), intensity_scale=1.0, seed=seed, dt=0.1)
     write_semantickitti(frames, root)
     return frames
+
+
+def random_scan(rng: np.random.Generator, n: int, columns: int = 4) -> np.ndarray:
+    """(n, columns) float32 points in a 40 m cube with intensity (column 3) in [0, 1)."""
+    pts = rng.uniform(-20, 20, size=(n, columns)).astype(np.float32)
+    pts[:, 3] = rng.uniform(0, 1, size=n)
+    return pts
+
+
+# ------------------------------------------------------------------------------------------------------------ Waymo
+def yaw_transform(yaw: float, t=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """4x4 rotation about z by ``yaw`` plus translation ``t``."""
+    m = np.eye(4)
+    c, s = np.cos(yaw), np.sin(yaw)
+    m[:2, :2] = [[c, -s], [s, c]]
+    m[:3, 3] = t
+    return m
+
+
+WAYMO_H, WAYMO_W = 4, 8
+WAYMO_IMIN, WAYMO_IMAX = -0.2, 0.1
+WAYMO_EXT = yaw_transform(math.radians(30.0), (1.5, -0.25, 2.0))
+"""TOP lidar of :func:`make_waymo_segment`: range image size, uniform inclination range, lidar-to-vehicle extrinsic."""
+
+
+def _waymo_top_ranges(f: int) -> np.ndarray:
+    ri = np.zeros((WAYMO_H, WAYMO_W, 4), np.float32)
+    ri[1, 1] = [10.0, 0.5, 0.0, 0.0]  # the target of the geometry test
+    ri[0, 6] = [20.0, 2.0, 0.0, 0.0]
+    ri[3, 3] = [5.0 + f, 0.25, 0.0, 0.0]
+    return ri
+
+
+def make_waymo_segment(values=None, cameras=True, pixel_pose=None) -> WaymoSegment:
+    """Segment ``seg_a``: 3 frames; TOP with 3 returns per frame (target at row 1, col 1, range 10 m) and FRONT with
+    one; segmentation on frames 0 and 2; two cameras (FRONT along vehicle +x, 6x8 images of constant 40 + frame;
+    FRONT_LEFT along +y, 4x8 images of constant 80 + frame: Waymo's cameras differ in size)."""
+    top = WaymoLaser(1, WAYMO_EXT, WAYMO_IMIN, WAYMO_IMAX, values, [_waymo_top_ranges(f) for f in range(3)])
+    front_ri = np.zeros((3, 6, 4), np.float32)
+    front_ri[2, 2] = [3.0, 0.75, 0, 0]
+    front = WaymoLaser(2, yaw_transform(0.0, (4.0, 0.0, 0.5)), -0.5, 0.5, None, [front_ri] * 3)
+    seg = np.zeros((WAYMO_H, WAYMO_W, 2), np.int32)
+    seg[1, 1] = [7, 1]  # instance 7, car -> 0
+    seg[0, 6] = [0, 22]  # sidewalk -> 21
+    seg[3, 3] = [0, 0]  # undefined -> ignore
+    poses = [yaw_transform(0.1 * f, (10.0 * f, 0.0, 0.0)) for f in range(3)]
+    cams = []
+    if cameras:
+        # camera 1 looks along vehicle +x from (2, 0, 1.6): its Waymo axes equal the vehicle's
+        cams = [WaymoCamera(1, (100.0, 110.0, 4.0, 3.0), yaw_transform(0.0, (2.0, 0.0, 1.6)), (6, 8),
+                            [np.full((6, 8, 3), 40 + f, np.uint8) for f in range(3)]),
+                WaymoCamera(2, (90.0, 90.0, 4.0, 2.0), yaw_transform(math.pi / 2, (0.0, 1.0, 1.6)), (4, 8),
+                            [np.full((4, 8, 3), 80 + f, np.uint8) for f in range(3)])]
+    return WaymoSegment("seg_a", [1000, 1100, 1200], [top, front], poses, {0: seg, 2: seg}, cameras=cams,
+                        pixel_pose={} if pixel_pose is None else {0: pixel_pose})
+
+
+def assert_one_line_error(call, exc: type[BaseException], pattern: str) -> BaseException:
+    """``call()`` raises ``exc`` whose message matches ``pattern`` and is one non-empty line; returns the error."""
+    import pytest
+
+    with pytest.raises(exc, match=pattern) as info:
+        call()
+    message = str(info.value)
+    assert message.strip() and "\n" not in message, f"not a one-line error: {message!r}"
+    return info.value

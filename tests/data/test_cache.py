@@ -6,11 +6,13 @@ import os
 
 import numpy as np
 import pytest
-from fixtures_extra import make_waymo_fixture as waymo_fixture
-from fixtures_extra import random_scan, write_bin, write_label, write_waymo
+from fixtures import make_waymo_segment as waymo_fixture
+from fixtures import random_scan
 
 from largead.data import CameraView, Frame, get_dataset
 from largead.data.cache import CachedDataset, write_cache
+from largead.data.export import write_waymo_segment as write_waymo
+from largead.data.readers._kitti_io import write_bin, write_label
 
 RNG = np.random.default_rng(1)
 

@@ -90,8 +90,42 @@ def test_duplicate_indices(tmp_path):
 def test_refuses_to_write_over_an_existing_dataset(tmp_path):
     frames = make_frames(("scene-0061",), 1, 10)
     write_nuscenes(frames, tmp_path / "n")
-    with pytest.raises(FileExistsError, match="v1.0-mini: a nuScenes v1.0-mini dataset already exists"):
+    with pytest.raises(FileExistsError, match=r"v1.0-mini: already exists; write into a fresh root \(a nuScenes"):
         write_nuscenes(frames, tmp_path / "n")
     write_semantickitti(frames, tmp_path / "k")
     with pytest.raises(FileExistsError, match="sequences/00: already exists"):
         write_semantickitti(frames, tmp_path / "k")
+
+
+def _family_writers():
+    from largead.data import export as ex
+    from largead.data.synthetic import export_lut
+
+    return {
+        "rellis3d": lambda fs, r: ex.write_rellis3d(fs, r, inverse_lut=export_lut("rellis3d")),
+        "semanticposs": lambda fs, r: ex.write_semanticposs(fs, r, inverse_lut=export_lut("semanticposs")),
+        "semanticstf": lambda fs, r: ex.write_semanticstf(fs, r, inverse_lut=export_lut("semanticstf")),
+        "synlidar": lambda fs, r: ex.write_synlidar(fs, r, inverse_lut=export_lut("synlidar")),
+        "daps3d": lambda fs, r: ex.write_daps3d(fs, r, inverse_lut=export_lut("daps3d")),
+        "synth4d": lambda fs, r: ex.write_synth4d(fs, r, inverse_lut=export_lut("synth4d")),
+        "scribblekitti": lambda fs, r: ex.write_scribblekitti(fs, r, inverse_lut=export_lut("semantickitti")),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_family_writers()))
+def test_family_writers_validate_first_and_never_overwrite(official_samples, tmp_path, name):
+    import dataclasses
+
+    write = _family_writers()[name]
+    frames = [f for f in official_samples["synlidar"].frames if f.sequence in ("00", "01")]
+    bad = list(frames)
+    bad[-1] = dataclasses.replace(bad[-1], labels=np.full(bad[-1].num_points, 12))  # synthetic ids stop at 11
+    with pytest.raises(ValueError, match=r"sequence '01' frame 1: labels must be in \[-1, 11\]"):
+        write(bad, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()  # validated before the first byte
+    write(frames, tmp_path / "ok")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "ok").rglob("*"))
+    with pytest.raises(FileExistsError, match=r"already exists; write into a fresh root"):
+        write(frames, tmp_path / "ok")
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "ok").rglob("*")) == before
+    assert not [p for p in (tmp_path / "ok").rglob(".*")]  # no temporary files left behind

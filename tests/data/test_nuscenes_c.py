@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
 
 pytest.importorskip("nuscenes", reason="nuscenes-devkit is a test dependency (largead[test])")
-from fixtures import make_nuscenes_fixture  # noqa: E402
+from fixtures import assert_one_line_error, make_nuscenes_fixture  # noqa: E402
 
 from largead.data import IGNORE_INDEX, get_dataset, list_datasets  # noqa: E402
 from largead.data.labels import nuscenes_lidarseg_lut  # noqa: E402
@@ -95,26 +96,62 @@ def test_cameras_need_no_original_sweep(roots, tmp_path):
     np.testing.assert_allclose(f.pose, g.pose)
 
 
-def test_errors(roots, tmp_path):
-    orig, croot, _ = roots
-    with pytest.raises(FileNotFoundError, match=r"snow.light"):
-        get_dataset("nuscenes_c", croot, "mini_val", corruption="snow", severity="light", nuscenes_root=orig,
-                    version=VERSION)
-    with pytest.raises(ValueError, match="corruption must be one of"):
-        get_dataset("nuscenes_c", croot, "mini_val", corruption="rain", nuscenes_root=orig, version=VERSION)
-    with pytest.raises(ValueError, match="nuscenes_root"):
-        get_dataset("nuscenes_c", croot, "mini_val", corruption="fog", severity="heavy")
-    ds = _open(roots)
-    seg = croot / "fog" / "heavy" / ds.base.lidarseg_filename(1)
-    raw = np.fromfile(seg, np.uint8)
-    try:
-        bad = raw.copy()
-        bad[0] = 50
-        bad.tofile(seg)
-        with pytest.raises(ValueError, match=r"_lidarseg\.bin: label index 50"):
-            ds[1]
-        raw[:-1].tofile(seg)
-        with pytest.raises(ValueError, match=r"_lidarseg\.bin: has \d+ labels but the point cloud has"):
-            ds[1]
-    finally:
-        raw.tofile(seg)
+def _copy_c(official_samples, tmp_path):
+    shutil.copytree(official_samples["nuscenes_c"].root, tmp_path / "c")
+    return tmp_path / "c"
+
+
+def _open_c(official_samples, croot, split="val", **options):
+    return get_dataset("nuscenes_c", croot, split, **{**official_samples["nuscenes_c"].options, **options})
+
+
+def _first_label_file(croot, official_samples):
+    ds = _open_c(official_samples, croot)
+    return croot / "fog" / "light" / ds.base.lidarseg_filename(0), ds
+
+
+def _set_raw(official_samples, croot, value):
+    path, _ = _first_label_file(croot, official_samples)
+    raw = np.fromfile(path, np.uint8)
+    raw[0] = value
+    raw.tofile(path)
+
+
+def _point_file(croot, official_samples):
+    ds = _open_c(official_samples, croot)
+    return croot / "fog" / "light" / ds.base.nusc.get("sample_data", ds.base.lidar_token(0))["filename"]
+
+
+# (case, how to break the copy of the nuScenes-C sample, how to read it, exception, message)
+BAD_INPUT = [
+    ("missing variant", lambda c, s: shutil.rmtree(c / "snow" / "light"),
+     lambda c, s: _open_c(s, c, corruption="snow", severity="light"), FileNotFoundError,
+     r"snow/light: nuScenes-C folder for snow/light not found"),
+    ("unknown corruption", lambda c, s: None, lambda c, s: _open_c(s, c, corruption="rain"), ValueError,
+     r"nuscenes_c: corruption must be one of \('fog', .*\), got 'rain'"),
+    ("unknown severity", lambda c, s: None, lambda c, s: _open_c(s, c, severity="extreme"), ValueError,
+     r"nuscenes_c: severity must be one of \('light', 'moderate', 'heavy'\), got 'extreme'"),
+    ("no original dataroot", lambda c, s: None, lambda c, s: get_dataset("nuscenes_c", c, "val"), ValueError,
+     r"nuscenes_c: nuscenes_root \(the original nuScenes dataroot with its tables\) is required"),
+    ("unknown split", lambda c, s: None, lambda c, s: _open_c(s, c, "train"), ValueError,
+     r"'nuscenes_c' has no split 'train'; available: val, mini_val, all"),
+    ("wrong original dataroot", lambda c, s: None, lambda c, s: _open_c(s, c, nuscenes_root=str(c)),
+     FileNotFoundError, r"c/v1\.0-trainval: nuScenes tables for version 'v1\.0-trainval' not found"),
+    ("truncated point file", lambda c, s: _point_file(c, s).write_bytes(_point_file(c, s).read_bytes()[:-7]),
+     lambda c, s: _open_c(s, c)[0], ValueError, r"fog/light/samples/LIDAR_TOP/.*\.pcd\.bin: truncated"),
+    ("missing point file", lambda c, s: _point_file(c, s).unlink(), lambda c, s: _open_c(s, c)[0],
+     FileNotFoundError, r"fog/light/samples/LIDAR_TOP/.*\.pcd\.bin: point file not found"),
+    ("label count", lambda c, s: (lambda p: p.write_bytes(p.read_bytes()[:-1]))(_first_label_file(c, s)[0]),
+     lambda c, s: _open_c(s, c)[0], ValueError, r"fog/light/lidarseg/v1\.0-trainval/.*_lidarseg\.bin: has \d+ labels "
+                                                r"but the point cloud has \d+ points"),
+    ("unknown label id", lambda c, s: _set_raw(s, c, 50), lambda c, s: _open_c(s, c)[0], ValueError,
+     r"_lidarseg\.bin: label index 50 is neither a nuScenes-lidarseg category \(0\.\.31\) nor an added-point id "
+     r"\[41, 42, 43\]"),
+]
+
+
+@pytest.mark.parametrize("case, breaks, reads, exc, message", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input(official_samples, tmp_path, case, breaks, reads, exc, message):
+    croot = _copy_c(official_samples, tmp_path)
+    breaks(croot, official_samples)
+    assert_one_line_error(lambda: reads(croot, official_samples), exc, message)

@@ -12,9 +12,21 @@ from largead.data import dataset_class, list_datasets
 DOC = Path(__file__).resolve().parents[2] / "docs" / "datasets.md"
 
 
+def _tables() -> list[list[str]]:
+    """The markdown tables of the document, each a list of its lines."""
+    tables, current = [], []
+    for ln in DOC.read_text().splitlines():
+        if ln.startswith("|"):
+            current.append(ln)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables + ([current] if current else [])
+
+
 def _doc_table() -> dict[str, dict[str, str]]:
-    """Rows of the summary table keyed by reader name: column header -> cell text."""
-    lines = [ln for ln in DOC.read_text().splitlines() if ln.startswith("|")]
+    """Rows of the summary table (the first table) keyed by reader name: column header -> cell text."""
+    lines = _tables()[0]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = {}
     for ln in lines[2:]:
@@ -35,3 +47,19 @@ def test_docs_table_matches_registry():
         assert (row["cameras"] != "no") == cls.has_cameras, name
         assert (row["temporal"] != "no") == cls.temporal, name
         assert f"— `{name}`" in sections, f"{name} has no section"
+
+
+@pytest.mark.skipif(not DOC.is_file(), reason="docs/ is not part of an installed package, only of the repository")
+def test_docs_state_files_and_errors_per_reader_and_list_every_sample():
+    from largead.data.export import OFFICIAL_SAMPLES
+
+    sections = {sec.split("\n", 1)[0]: sec for sec in DOC.read_text().split("\n## ")[1:]}
+    for name in list_datasets():
+        if name == "synthetic":  # nothing on disk
+            continue
+        (title,) = [t for t in sections if t.endswith(f"— `{name}`")]
+        text = sections[title]
+        assert "- **Files" in text and ("- **Errors**" in text or "- **Files and errors**" in text), name
+    samples = next(t for t in _tables() if t[0].startswith("| key"))
+    keys = {k.strip("` ") for row in samples[2:] for k in row.strip("|").split("|")[0].split(",")}
+    assert keys == set(OFFICIAL_SAMPLES)

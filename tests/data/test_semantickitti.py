@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
-from fixtures import make_semantickitti_fixture
+from fixtures import assert_one_line_error, make_semantickitti_fixture
 
 from largead.data import get_dataset
 from largead.data.frame import IGNORE_INDEX
@@ -134,89 +136,118 @@ def test_present_sequences(tmp_path):
 # ------------------------------------------------------------------------------------------------ bad input
 
 
+@pytest.fixture(scope="module")
+def small_source(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small_semkitti")
+    make_semantickitti_fixture(root, sequences=("08",), frames_per_sequence=2, num_points=40)
+    return root
+
+
 @pytest.fixture()
-def small(tmp_path):
-    make_semantickitti_fixture(tmp_path, sequences=("08",), frames_per_sequence=2, num_points=40)
+def small(small_source, tmp_path):
+    """A fresh copy (sequence 08, 2 scans of 40 points, every file) for a test to break."""
+    shutil.copytree(small_source, tmp_path, dirs_exist_ok=True)
     return tmp_path / "sequences" / "08"
 
 
-def test_missing_label_file(small):
-    (small / "labels/000001.label").unlink()
-    ds = get_dataset("semantickitti", small.parent.parent, "val")
-    ds[0]
-    with pytest.raises(FileNotFoundError, match=r"08/labels/000001\.label: label file not found"):
-        ds[1]
+def _replace_line(path, key, line):
+    path.write_text("\n".join(line if ln.startswith(key) else ln for ln in path.read_text().splitlines()) + "\n")
 
 
-def test_truncated_bin(small):
-    path = small / "velodyne/000000.bin"
-    path.write_bytes(path.read_bytes()[:-2])
-    with pytest.raises(ValueError, match=r"000000\.bin: truncated.*not a multiple of the 16-byte record"):
-        get_dataset("semantickitti", small.parent.parent, "val")[0]
+def _rewrite(path, fn):
+    path.write_bytes(fn(path.read_bytes()))
 
 
-def test_truncated_label(small):
-    path = small / "labels/000000.label"
-    path.write_bytes(path.read_bytes()[:-1])
-    with pytest.raises(ValueError, match=r"000000\.label: truncated.*multiple of 4"):
-        get_dataset("semantickitti", small.parent.parent, "val")[0]
-
-
-def test_label_point_count_mismatch(small):
-    write_label(small / "labels/000000.label", np.zeros(39, dtype=np.int64))
-    with pytest.raises(ValueError, match=r"000000\.label: has 39 labels but the point cloud has 40 points"):
-        get_dataset("semantickitti", small.parent.parent, "val")[0]
-
-
-def test_non_finite_points(small):
-    path = small / "velodyne/000001.bin"
+def _inf_point(path):
     pts = np.fromfile(path, dtype=np.float32).reshape(-1, 4)
     pts[3, 0] = np.inf
     path.write_bytes(pts.tobytes())
-    with pytest.raises(ValueError, match=r"000001\.bin: 1 of 40 points have non-finite values"):
-        get_dataset("semantickitti", small.parent.parent, "val")[1]
 
 
-def test_non_rigid_tr(small):
-    calib = small / "calib.txt"
-    lines = calib.read_text().splitlines()
-    lines = [("Tr: 2 0 0 0 0 1 0 0 0 0 1 0" if ln.startswith("Tr:") else ln) for ln in lines]
-    calib.write_text("\n".join(lines))
-    with pytest.raises(ValueError, match=r"08/calib\.txt: Tr: rotation block is not a proper rotation"):
-        get_dataset("semantickitti", small.parent.parent, "val")
+def _open(small, split="val", **options):
+    return get_dataset("semantickitti", small.parent.parent, split, **options)
 
 
-def test_singular_p2(small):
-    calib = small / "calib.txt"
-    lines = [("P2: 0 0 0 0 0 0 0 0 0 0 0 0" if ln.startswith("P2:") else ln) for ln in calib.read_text().splitlines()]
-    calib.write_text("\n".join(lines))
-    with pytest.raises(ValueError, match=r"08/calib\.txt: P2 is singular"):
-        get_dataset("semantickitti", small.parent.parent, "val", cameras=True)
+# (case, how to break the copy, how to read it, exception, message): every error is one line naming the file or key
+BAD_INPUT = [
+    ("truncated scan", lambda d: _rewrite(d / "velodyne/000000.bin", lambda b: b[:-2]), lambda d: _open(d)[0],
+     ValueError, r"08/velodyne/000000\.bin: truncated or malformed point file: 638 bytes is not a multiple of the "
+                 r"16-byte record \(4 x float32\)"),
+    ("non-finite point", lambda d: _inf_point(d / "velodyne/000001.bin"), lambda d: _open(d)[1],
+     ValueError, r"000001\.bin: 1 of 40 points have non-finite values \(first at row 3\)"),
+    ("truncated label", lambda d: _rewrite(d / "labels/000000.label", lambda b: b[:-1]), lambda d: _open(d)[0],
+     ValueError, r"000000\.label: truncated or malformed label file: 159 bytes is not a multiple of 4"),
+    ("label count", lambda d: write_label(d / "labels/000000.label", np.zeros(39, np.int64)), lambda d: _open(d)[0],
+     ValueError, r"000000\.label: has 39 labels but the point cloud has 40 points"),
+    ("missing label file", lambda d: (d / "labels/000001.label").unlink(), lambda d: _open(d)[1],
+     FileNotFoundError, r"08/labels/000001\.label: label file not found"),
+    ("missing label folder", lambda d: shutil.rmtree(d / "labels"), lambda d: _open(d),
+     FileNotFoundError, r"08/labels: label folder not found \(split 'val' is labelled"),
+    ("unknown split", lambda d: None, lambda d: _open(d, "validation"),
+     ValueError, r"'semantickitti' has no split 'validation'; available: train, val, test"),
+    ("wrong root", lambda d: None, lambda d: get_dataset("semantickitti", d, "val"),
+     FileNotFoundError, r"08/sequences: SemanticKITTI sequences folder not found"),
+    ("no sequence of the split", lambda d: None, lambda d: _open(d, sequences=("05",)),
+     FileNotFoundError, r"none of the val sequences 05 has a velodyne/ folder"),
+    ("non-rigid Tr", lambda d: _replace_line(d / "calib.txt", "Tr:", "Tr: 2 0 0 0 0 1 0 0 0 0 1 0"),
+     lambda d: _open(d), ValueError, r"08/calib\.txt: Tr: rotation block is not a proper rotation"),
+    ("malformed calib", lambda d: _replace_line(d / "calib.txt", "P2:", "P2: 1 0 x"), lambda d: _open(d, cameras=True),
+     ValueError, r"08/calib\.txt: line 3: cannot parse numbers"),
+    ("calib without Tr", lambda d: _replace_line(d / "calib.txt", "Tr:", ""), lambda d: _open(d, poses=True),
+     ValueError, r"08/calib\.txt: no 'Tr' \(velodyne to camera 0\) entry"),
+    ("calib without P2", lambda d: _replace_line(d / "calib.txt", "P2:", ""), lambda d: _open(d, cameras=True),
+     ValueError, r"08/calib\.txt: no 'P2' entry \(needed for cameras=True\)"),
+    ("singular P2", lambda d: _replace_line(d / "calib.txt", "P2:", "P2: 0 0 0 0 0 0 0 0 0 0 0 0"),
+     lambda d: _open(d, cameras=True), ValueError, r"08/calib\.txt: P2 is singular"),
+    ("no calib with cameras", lambda d: (d / "calib.txt").unlink(), lambda d: _open(d, cameras=True),
+     FileNotFoundError, r"08/calib\.txt: calibration file not found; needed for cameras=True \(P2, Tr\)"),
+    ("no calib with poses", lambda d: (d / "calib.txt").unlink(), lambda d: _open(d, poses=True),
+     FileNotFoundError, r"08/calib\.txt: calibration file not found; needed for poses=True"),
+    ("no poses with poses", lambda d: (d / "poses.txt").unlink(), lambda d: _open(d, poses=True),
+     FileNotFoundError, r"08/poses\.txt: poses file not found; needed for poses=True \(temporal use\)"),
+    ("pose count", lambda d: (d / "poses.txt").write_text((d / "poses.txt").read_text().splitlines()[0] + "\n"),
+     lambda d: _open(d), ValueError, r"08/poses\.txt: has 1 entries but velodyne/ has 2 scans"),
+    ("malformed pose", lambda d: (d / "poses.txt").write_text("1 0 0 0 0 1 0 0 0 0 1 x\n1 0 0\n"),
+     lambda d: _open(d), ValueError, r"08/poses\.txt: line 1: cannot parse numbers"),
+    ("short pose line", lambda d: (d / "poses.txt").write_text("1 0 0 0 0 1 0 0 0 0 1 0\n1 0 0\n"),
+     lambda d: _open(d), ValueError, r"08/poses\.txt: line 2: expected 12 values \(a 3x4 pose\), got 3"),
+    ("time count", lambda d: (d / "times.txt").write_text("0.0\n"), lambda d: _open(d),
+     ValueError, r"08/times\.txt: has 1 entries but velodyne/ has 2 scans"),
+    ("corrupt image", lambda d: (d / "image_2/000000.png").write_bytes(b"not a png"),
+     lambda d: _open(d, cameras=True)[0], ValueError, r"image_2/000000\.png: not a decodable image"),
+    ("missing image", lambda d: (d / "image_2/000001.png").unlink(), lambda d: _open(d, cameras=True)[1],
+     FileNotFoundError, r"image_2/000001\.png: camera image file not found"),
+    ("bad poses option", lambda d: None, lambda d: _open(d, poses="yes"),
+     ValueError, r"semantickitti: poses must be True, False or None"),
+]
 
 
-def test_missing_or_corrupt_image(small):
-    ds = get_dataset("semantickitti", small.parent.parent, "val", cameras=True)
-    assert ds[0].cameras[0].image.shape[2] == 3
-    (small / "image_2/000000.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match=r"image_2/000000\.png: not a decodable image"):
-        ds[0]
-    (small / "image_2/000001.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"image_2/000001\.png: camera image file not found"):
-        ds[1]
+@pytest.mark.parametrize("case, breaks, reads, exc, message", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input(small, case, breaks, reads, exc, message):
+    breaks(small)
+    assert_one_line_error(lambda: reads(small), exc, message)
 
 
-def test_poses_count_and_format(small):
-    poses = small / "poses.txt"
-    text = poses.read_text().splitlines()
-    poses.write_text(text[0] + "\n")
-    with pytest.raises(ValueError, match=r"poses\.txt: has 1 entries but velodyne/ has 2 scans"):
-        get_dataset("semantickitti", small.parent.parent, "val")
-    poses.write_text(text[0] + "\n" + "1 0 0\n")
-    with pytest.raises(ValueError, match=r"poses\.txt: line 2: expected 12 values"):
-        read_poses(poses)
-    poses.write_text("1 0 0 0 0 1 0 0 0 0 1 x\n")
-    with pytest.raises(ValueError, match=r"poses\.txt: line 1: cannot parse"):
-        read_poses(poses)
+def test_api_layout_without_calib_and_times(small):
+    """semantic-kitti-api's layout (velodyne/, labels/, poses.txt): LiDAR-only reading works; the poses need Tr, so
+    temporal pairs are refused naming the missing calib.txt."""
+    (small / "calib.txt").unlink()
+    (small / "times.txt").unlink()
+    ds = _open(small)
+    f = ds[1]
+    assert f.labels is not None and f.timestamp == 0.0 and np.array_equal(f.pose, np.eye(4))
+    assert not ds.has_poses
+    assert_one_line_error(lambda: ds.next_index(0), ValueError,
+                          r"semantickitti: sequence 08 has no LiDAR poses \(.*08/calib\.txt not found")
+    ds = _open(small, poses=False)
+    assert_one_line_error(lambda: ds.next_index(0), ValueError, r"sequence 08 has no LiDAR poses \(poses=False\)")
+
+
+def test_no_poses_file_reads_lidar_and_refuses_temporal_pairs(small):
+    (small / "poses.txt").unlink()
+    ds = _open(small, cameras=True)
+    assert len(ds[0].cameras) == 1
+    assert_one_line_error(lambda: ds.next_index(0), ValueError, r"08/poses\.txt not found\); temporal pairs need")
 
 
 def test_missing_split(tmp_path):
@@ -243,3 +274,13 @@ def test_kitti_io_helpers(tmp_path):
     (tmp_path / "calib.txt").write_text("P0 1 0 0\n")
     with pytest.raises(ValueError, match="calib.txt: line 1: expected 'KEY: values'"):
         read_calib(tmp_path / "calib.txt")
+
+
+def test_lidar_only_use_never_reads_calib(small):
+    """Without cameras and poses, calib.txt is not read at all: a damaged one does not stop LiDAR-only reading."""
+    (small / "poses.txt").unlink()
+    (small / "calib.txt").write_text("garbage\n")
+    f = _open(small)[0]
+    assert f.labels is not None and f.cameras == []
+    assert_one_line_error(lambda: _open(small, cameras=True), ValueError,
+                          r"08/calib\.txt: line 1: expected .KEY: values.")

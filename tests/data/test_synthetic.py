@@ -391,8 +391,38 @@ def test_label_maps():
     assert nus == {"road": "driveable_surface", "sidewalk": "sidewalk", "terrain": "terrain", "building": "manmade",
                    "vegetation": "vegetation", "trunk": "vegetation", "pole": "manmade", "traffic_sign": "manmade",
                    "car": "car", "truck": "truck", "bicyclist": "bicycle", "pedestrian": "pedestrian"}
-    with pytest.raises(ValueError):
-        export_lut("waymo")
+    with pytest.raises(ValueError, match="unknown export target 'kitti360'"):
+        export_lut("kitti360")
+
+
+# what each transfer reader reports for each synthetic class after an export (None = not evaluated there), written
+# out by hand from the class lists of largead/data/labels_extra.py
+_TRANSFER_NAMES = {
+    "waymo": ("road", "sidewalk", "walkable", "building", "vegetation", "tree_trunk", "pole", "sign", "car", "truck",
+              "bicyclist", "pedestrian"),
+    "rellis3d": (None, "concrete", "grass", None, "bush", "tree", "pole", None, "vehicle", "vehicle", "person",
+                 "person"),
+    "semanticposs": ("ground", "ground", "ground", "building", "plants", "trunk", "pole", "traffic-sign", "car", "car",
+                     "rider", "person"),
+    "semanticstf": ("road", "sidewalk", "terrain", "building", "vegetation", "trunk", "pole", "traffic-sign", "car",
+                    "truck", "bicyclist", "person"),
+    "synlidar": ("road", "sidewalk", "terrain", "building", "vegetation", "trunk", "pole", "traffic-sign", "car",
+                 "truck", "bicyclist", "person"),
+    "daps3d": ("surface", "surface", "surface", "obstacle", "obstacle", "obstacle", "obstacle", "obstacle", "vehicle",
+               "vehicle", "human", "human"),
+    "synth4d": ("road", "sidewalk", "terrain", "manmade", "vegetation", "vegetation", "manmade", "manmade", "vehicle",
+                "vehicle", "pedestrian", "pedestrian"),
+}
+
+
+@pytest.mark.parametrize("target", sorted(_TRANSFER_NAMES))
+def test_transfer_label_maps(target):
+    from largead.data.registry import dataset_class
+
+    classes = dataset_class(target).class_names
+    got = tuple(None if i < 0 else classes[i] for i in benchmark_lut(target))
+    assert dict(zip(SYNTHETIC_CLASSES, got)) == dict(zip(SYNTHETIC_CLASSES, _TRANSFER_NAMES[target]))
+    assert export_lut(target)[0] == 0  # ignore is written as the dataset's 0
 
 
 def _export_frames() -> list:
@@ -438,3 +468,18 @@ def test_nuscenes_round_trip(tmp_path):
             np.testing.assert_allclose(cg.lidar_to_camera, cf.lidar_to_camera, atol=1e-6)
             np.testing.assert_allclose(cg.intrinsics, cf.intrinsics, atol=1e-9)
             assert np.abs(cg.image.astype(int) - cf.image.astype(int)).mean() < 6  # JPEG
+
+
+def test_waymo_camera_layout_mixes_image_sizes():
+    cfg = SyntheticConfig(camera_layout="waymo", num_cameras=5, image_size=(64, 96), beams=8,
+                          azimuth_resolution=4.0, frames_per_sequence=1)
+    f = SyntheticWorld(cfg).frame(0, 0)
+    assert [(c.name, c.image.shape[:2]) for c in f.cameras] == [
+        ("FRONT", (64, 96)), ("FRONT_LEFT", (64, 96)), ("FRONT_RIGHT", (64, 96)), ("SIDE_LEFT", (44, 96)),
+        ("SIDE_RIGHT", (44, 96))]  # 1920x886 side images against 1920x1280 front ones
+    forward = [np.linalg.inv(c.lidar_to_camera)[:3, 2] for c in f.cameras]  # optical axes in the LiDAR frame
+    yaws = [round(float(np.degrees(np.arctan2(v[1], v[0])))) for v in forward]
+    assert yaws == [0, 45, -45, 90, -90]
+    f.validate("waymo layout")
+    with pytest.raises(ValueError, match=r"num_cameras = 6: expected 0..5 with the waymo layout"):
+        SyntheticConfig(camera_layout="waymo", num_cameras=6)

@@ -23,6 +23,11 @@ from largead.fileio import atomic_write_bytes  # noqa: F401 - re-exported for th
 PathLike = str | os.PathLike
 
 
+def one_line(err: BaseException | str) -> str:
+    """An error's text on one line (library messages such as Arrow's or PIL's may span several)."""
+    return " ".join(str(err).split())
+
+
 def _require(path: PathLike, what: str) -> Path:
     p = Path(path)
     if not p.is_file():
@@ -83,14 +88,14 @@ def read_image(path: PathLike) -> np.ndarray:
         with Image.open(p) as im:
             return np.asarray(im.convert("RGB"))
     except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
-        raise ValueError(f"{p}: not a decodable image (truncated or corrupt): {err}") from err
+        raise ValueError(f"{p}: not a decodable image (truncated or corrupt): {one_line(err)}") from err
 
 
 def _parse_floats(p: Path, lineno: int, text: str) -> np.ndarray:
     try:
         vals = np.array([float(t) for t in text.split()], dtype=np.float64)
     except ValueError as err:
-        raise ValueError(f"{p}: line {lineno}: cannot parse numbers ({err})") from None
+        raise ValueError(f"{p}: line {lineno}: cannot parse numbers ({one_line(err)})") from None
     if not np.isfinite(vals).all():
         raise ValueError(f"{p}: line {lineno}: non-finite value")
     return vals

@@ -6,9 +6,9 @@ Registered names and their layouts (facts from ``shared/reference/datasets.md``;
 ``scribblekitti``       SemanticKITTI tree (via its reader); train labels ``scribbles/``, val (08) ``labels/``
 ``rellis3d``            ``Rellis-3D/<seq>/os1_cloud_node_kitti_bin``; splits from ``pt_{train,val,test}.lst``
 ``semanticposs``        ``sequences/{00..05}/{velodyne,labels}``; val sequence 02 (CENet) or 03 (CoSMix)
-``semanticstf``         ``{train,val,test}/{velodyne,labels}``, 5 float32 columns, int32 labels, weather subsets
-``synlidar``            ``{00..12}/{velodyne,labels}``, 32 raw classes -> SemanticKITTI 19 (or SemanticPOSS 13)
-``daps3d``              ``data/<seq>/{clouds,labels}`` (DAPS-1 / DAPS-2), 4 classes
+``semanticstf``         ``{train,val,test}/{velodyne,labels}``, 5 float32 columns, int32 labels (none for test)
+``synlidar``            ``[sequences/]{00..12}/{velodyne,labels}``, 32 raw classes -> SemanticKITTI 19 (or POSS 13)
+``daps3d``              ``data/<seq>/{clouds,labels}`` (``.bin``/``.label`` or ``.npy``; DAPS-1 / DAPS-2), 4 classes
 ``synth4d``             ``<sensor>/<Town>/{velodyne,labels}/<id>.npy``, splits from ``splits/<sensor>/*.pkl``
 ``semantickitti_c``     Robo3D ``<corruption>/<severity>/{velodyne,labels}`` (sequence 08, flattened)
 ======================  ===================================================================================
@@ -22,8 +22,10 @@ readers but ``scribblekitti`` loads cameras; ``temporal`` is set where the layou
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +52,7 @@ from largead.data.labels_extra import (
     SYNTH4D_LEARNING_MAP,
 )
 from largead.data.readers._kitti_io import (
+    one_line,
     present_sequences,
     read_bin,
     read_calib,
@@ -78,21 +81,31 @@ def _listdir(path: str, suffix: str, what: str) -> list[str]:
     return sorted(f for f in os.listdir(path) if f.endswith(suffix))
 
 
-def _labelled_scans(seq: str, scan_dir: str, label_dir: str, scan_ext: str, label_ext: str,
-                    numbered: bool = True, what: str | None = None) -> list[Scan]:
-    """Scans ``<scan_dir>/<stem><scan_ext>`` (sorted) whose labels ``<label_dir>/<stem><label_ext>`` must exist.
+def _labelled_scans(seq: str, scan_dir: str, label_dir: str | None, scan_ext: str, label_ext: str | Sequence[str],
+                    numbered: bool | None = True, what: str | None = None) -> list[Scan]:
+    """Scans ``<scan_dir>/<stem><scan_ext>`` (sorted) with their labels ``<label_dir>/<stem><label_ext>``.
 
-    ``numbered``: stems are frame numbers and give the position; otherwise positions are ``0, 1, ...`` in file
-    order. ``what`` names the scan folder in the error raised when it is missing.
+    ``label_ext`` may list several extensions, tried in order; every scan must have a label file unless
+    ``label_dir`` is ``None`` (an unlabelled split: ``Scan.labels`` is ``None``). ``numbered``: stems are frame
+    numbers and give the position (``None``: when every stem is a number); otherwise positions are ``0, 1, ...`` in
+    file order. ``what`` names the scan folder in the error raised when it is missing.
     """
+    names = _listdir(scan_dir, scan_ext, what or f"sequence {seq} scan")
+    stems = [name[: -len(scan_ext)] for name in names]
+    if numbered is None:
+        numbered = bool(stems) and all(st.isdigit() for st in stems)
+    exts = (label_ext,) if isinstance(label_ext, str) else tuple(label_ext)
     out = []
-    for name in _listdir(scan_dir, scan_ext, what or f"sequence {seq} scan"):
-        stem = name[: -len(scan_ext)]
+    for name, stem in zip(names, stems):
         if numbered and not stem.isdigit():
             raise ValueError(f"{os.path.join(scan_dir, name)}: scan file name is not a frame number")
-        lab = os.path.join(label_dir, stem + label_ext)
-        if not os.path.isfile(lab):
-            raise FileNotFoundError(f"{lab}: label file of scan {os.path.join(scan_dir, name)} not found")
+        lab = None
+        if label_dir is not None:
+            candidates = [os.path.join(label_dir, stem + e) for e in exts]
+            lab = next((c for c in candidates if os.path.isfile(c)), None)
+            if lab is None:
+                raise FileNotFoundError(f"{candidates[0]}: label file of scan {os.path.join(scan_dir, name)} not found"
+                                        + (f" (nor {', '.join(exts[1:])})" if len(exts) > 1 else ""))
         out.append(Scan(seq, int(stem) if numbered else len(out), os.path.join(scan_dir, name), lab, stem))
     return out
 
@@ -104,7 +117,7 @@ def _load_npy(path: str, what: str) -> np.ndarray:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: {what} not found") from None
     except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable .npy array (truncated or corrupt): {err}") from err
+        raise ValueError(f"{path}: not a readable .npy array (truncated or corrupt): {one_line(err)}") from err
 
 
 class KittiFamilyDataset(LidarDataset):
@@ -115,8 +128,12 @@ class KittiFamilyDataset(LidarDataset):
     """
 
     def __init__(self, root: str | None, split: str) -> None:
+        if split not in self.splits:
+            raise ValueError(f"{self.name} has no split {split!r}; available: {', '.join(self.splits)}")
         if root is None:
             raise ValueError(f"{self.name}: root (the dataset directory) is required")
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"{os.fspath(root)}: {self.name} root folder not found")
         self.root = os.fspath(root)
         self.split = split
         self.scans: list[Scan] = []
@@ -192,7 +209,8 @@ class ScribbleKittiDataset(SemanticKITTIDataset):
 
     ScribbleKITTI ships only ``sequences/NN/scribbles/NNNNNN.label``, placed into a full SemanticKITTI tree, so this
     is the :class:`~largead.data.readers.semantickitti.SemanticKITTIDataset` reader (scans, poses, times,
-    ``image_2`` cameras with ``cameras=True``) with its ``label_dir`` set to ``scribbles`` for train (00-07, 09, 10;
+    ``image_2`` cameras with ``cameras=True``, the same required / optional files and ``poses`` option) with its
+    ``label_dir`` set to ``scribbles`` for train (00-07, 09, 10;
     ``dense_train_labels=True`` reads the dense ``labels/`` instead) and the dense ``labels`` for val (08), as the
     official evaluation does. Raw ids and the 19-class map are SemanticKITTI's (unannotated = 0 -> ignore).
     """
@@ -200,9 +218,9 @@ class ScribbleKittiDataset(SemanticKITTIDataset):
     splits = ("train", "val")
 
     def __init__(self, root: str | None, split: str = "train", cameras: bool = False,
-                 dense_train_labels: bool = False) -> None:
+                 dense_train_labels: bool = False, poses: bool | None = None) -> None:
         label_dir = "scribbles" if split == "train" and not dense_train_labels else "labels"
-        super().__init__(root, split, cameras=cameras, label_dir=label_dir)
+        super().__init__(root, split, cameras=cameras, label_dir=label_dir, poses=poses)
 
 
 # ----------------------------------------------------------------------------------------------------- RELLIS-3D
@@ -298,7 +316,8 @@ class SemanticStfDataset(KittiFamilyDataset):
     int32 per point in SemanticSTF's own ids 0-20 (no bit mask): 1-19 -> id - 1, 0 (unlabeled) and 20 (invalid)
     -> ignore. ``weather`` (``dense_fog``, ``light_fog``, ``snow``, ``rain``) keeps the validation scans listed
     with that weather in ``val/val.txt`` (lines ``<file stem>,<weather>``, as ``evaluate_by_weather.py`` reads).
-    No poses, images or calibration.
+    No poses, images or calibration. ``labels/`` is required for train and val; the test split is published
+    without labels, so there ``labels/`` is read when present and frames have ``labels=None`` otherwise.
     """
 
     class_names = SEMANTICSTF_CLASSES
@@ -308,7 +327,10 @@ class SemanticStfDataset(KittiFamilyDataset):
         super().__init__(root, split)
         self.lut = build_lut(SEMANTICSTF_LEARNING_MAP, 21)
         d = os.path.join(self.root, split)
-        scans = _labelled_scans(split, os.path.join(d, "velodyne"), os.path.join(d, "labels"), ".bin", ".label",
+        label_dir = os.path.join(d, "labels")
+        if split == "test" and not os.path.isdir(label_dir):
+            label_dir = None  # published without labels
+        scans = _labelled_scans(split, os.path.join(d, "velodyne"), label_dir, ".bin", ".label",
                                 numbered=False, what=f"SemanticSTF {split} velodyne")
         if weather is not None:
             if split != "val":
@@ -343,7 +365,9 @@ class SemanticStfDataset(KittiFamilyDataset):
         pts[:, 3] /= 255.0
         return pts, {"channel": raw[:, 4].copy()}
 
-    def load_labels(self, scan: Scan, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def load_labels(self, scan: Scan, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if scan.labels is None:
+            return None, None
         raw = read_raw_label(scan.labels, n, np.int32)
         return apply_lut(self.lut, raw), np.zeros(n, np.int64)
 
@@ -353,12 +377,23 @@ class SemanticStfDataset(KittiFamilyDataset):
 class SynLidarDataset(_SemanticKittiLabels):
     """SynLiDAR (xiaoaoran/SynLiDAR): synthetic 64-beam scans with 32 raw classes.
 
-    ``target="semantickitti"`` (default) maps to the 19 SemanticKITTI classes; ``mapping`` picks how the two
-    classes the loaders disagree on are handled: ``"cosmix"`` (default; CoSMix ignores pick-up and crowd) or
-    ``"pointdr"`` (PointDR maps pick-up -> truck, crowd -> person). ``target="semanticposs"`` uses CoSMix's map
-    to the 13 SemanticPOSS classes. There is no official split: ``train`` / ``val`` follow GIPSO's "full" split
-    (val sequences 00, 04, 07; the rest train; saltoricristiano/gipso-sfouda ``utils/dataset.py``); ``all`` is every
-    sequence, as PointDR trains.
+    ``root`` is the SynLiDAR folder as downloaded (``<root>/{00..12}/{velodyne,labels}``) or as GIPSO, PointDR and
+    CoSMix expect it (``<root>/sequences/{00..12}/...``, cosmix-uda README "SynLiDAR"; a root ending in
+    ``sequences`` works too). ``target="semantickitti"`` (default) maps to the 19 SemanticKITTI classes;
+    ``mapping`` picks how the two classes the loaders disagree on are handled: ``"cosmix"`` (default; CoSMix ignores
+    pick-up and crowd) or ``"pointdr"`` (PointDR maps pick-up -> truck, crowd -> person). ``target="semanticposs"``
+    uses CoSMix's map to the 13 SemanticPOSS classes.
+
+    Splits (SynLiDAR has no official one):
+
+    - ``train`` / ``val``: GIPSO's "full" split, whole sequences (val 00, 04, 07; the rest train;
+      saltoricristiano/gipso-sfouda ``utils/dataset.py`` ``SynLiDARDataset``);
+    - ``all``: every sequence, as PointDR trains (SemanticSTF ``PointDR/core/datasets/synlidar.py``);
+    - CoSMix splits *frames within every sequence* instead (10 % of each sequence's frames drawn at random for
+      training, 1 % of the rest for validation; the draw is stored in its repository's
+      ``utils/datasets/_splits/synlidar.pkl``, written with ``torch.save``). Pass ``split_file=`` a JSON file
+      ``{"train": {"00": [frame numbers]}, "val": {...}}`` (``"validation"`` accepted) holding such a draw, e.g.
+      converted from that pickle, to reproduce it; ``split`` then picks the entry.
     """
 
     class_names = SEMANTICKITTI_CLASSES
@@ -366,7 +401,7 @@ class SynLidarDataset(_SemanticKittiLabels):
     VAL_SEQUENCES = ("00", "04", "07")
 
     def __init__(self, root: str | None, split: str = "train", target: str = "semantickitti",
-                 mapping: str = "cosmix") -> None:
+                 mapping: str = "cosmix", split_file: str | None = None) -> None:
         super().__init__(root, split)
         if target == "semantickitti":
             if mapping not in ("cosmix", "pointdr"):
@@ -381,14 +416,54 @@ class SynLidarDataset(_SemanticKittiLabels):
         else:
             raise ValueError(f"synlidar: target must be 'semantickitti' or 'semanticposs', got {target!r}")
         self.lut = build_lut(table, 65536)
+        base = self.root
+        if os.path.basename(os.path.normpath(base)) != "sequences" and os.path.isdir(os.path.join(base, "sequences")):
+            base = os.path.join(base, "sequences")
+        if not os.path.isdir(base):
+            raise FileNotFoundError(f"{base}: SynLiDAR folder not found (expected <root>/NN/velodyne/ or "
+                                    "<root>/sequences/NN/velodyne/)")
+        self.sequence_root = base
         all_seqs = [f"{k:02d}" for k in range(13)]
-        seqs = {"all": all_seqs, "val": list(self.VAL_SEQUENCES),
-                "train": [s for s in all_seqs if s not in self.VAL_SEQUENCES]}[split]
-        for seq in present_sequences(self.root, seqs, split, who=self.name)[0]:
-            seq_dir = os.path.join(self.root, seq)
-            self.scans += _labelled_scans(seq, os.path.join(seq_dir, "velodyne"), os.path.join(seq_dir, "labels"),
-                                          ".bin", ".label")
+        keep: dict[str, set[int]] | None = None
+        if split_file is not None:
+            keep = self._read_split_file(split_file, split)
+            seqs = sorted(keep)
+        else:
+            seqs = {"all": all_seqs, "val": list(self.VAL_SEQUENCES),
+                    "train": [s for s in all_seqs if s not in self.VAL_SEQUENCES]}[split]
+        for seq in present_sequences(base, seqs, split, who=self.name)[0]:
+            seq_dir = os.path.join(base, seq)
+            scans = _labelled_scans(seq, os.path.join(seq_dir, "velodyne"), os.path.join(seq_dir, "labels"),
+                                    ".bin", ".label")
+            if keep is not None:
+                found = {s.position for s in scans}
+                absent = sorted(keep[seq] - found)
+                if absent:
+                    raise FileNotFoundError(f"{os.path.join(seq_dir, 'velodyne', f'{absent[0]:06d}.bin')}: listed in "
+                                            f"{split_file} ({split}) but not found")
+                scans = [s for s in scans if s.position in keep[seq]]
+            self.scans += scans
         self._finish_index()
+
+    @staticmethod
+    def _read_split_file(path: str, split: str) -> dict[str, set[int]]:
+        try:
+            with open(path) as fh:
+                table = json.load(fh)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: SynLiDAR split file not found") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({one_line(err)})") from None
+        key = split if split in table or split != "val" else "validation"
+        if not isinstance(table, dict) or key not in table or not isinstance(table[key], dict):
+            raise ValueError(f"{path}: expected {{\"train\": {{\"NN\": [frames]}}, \"val\": ...}} with an entry "
+                             f"for split {split!r}")
+        out = {}
+        for seq, frames in table[key].items():
+            if not isinstance(frames, list) or not all(isinstance(f, int) and f >= 0 for f in frames):
+                raise ValueError(f"{path}: {key}.{seq} must be a list of frame numbers")
+            out[str(seq)] = set(frames)
+        return out
 
 
 # ------------------------------------------------------------------------------------------------------- DAPS-3D
@@ -396,10 +471,13 @@ class SynLidarDataset(_SemanticKittiLabels):
 class Daps3dDataset(_SemanticKittiLabels):
     """DAPS-3D (subake/DAPS3D): Ouster OS0 scans, 4 classes (vehicle, human, surface, obstacle).
 
-    ``root`` is the ``daps-1`` or ``daps-2`` folder holding ``data/<seq>/{clouds,labels}``. Points float32 (N, 4)
-    ``.bin`` (``.npy`` also accepted, as the official loader does); labels int32 with SemanticKITTI raw ids in the
-    lower 16 bits. ``variant="daps-1"``: train 00-07, 09, 10, val 08. ``variant="daps-2"`` (3 real sequences, for
-    evaluation): ``val`` holds every sequence, ``train`` is refused.
+    ``root`` is the ``daps-1`` or ``daps-2`` folder holding ``data/<seq>/{clouds,labels}`` (``DATASET.md``). Clouds
+    are float32 (N, 4) ``.bin`` or ``.npy`` (used when a sequence has no ``.bin``), labels int32 ``.label`` or
+    ``.npy`` (SemanticKITTI raw ids in the lower 16 bits, instance ids above), as the official loader
+    (``train/common/laserscan.py``) reads both. A cloud's label file has the same stem; stems that are frame numbers
+    give the position, any other stems (e.g. timestamps) are ordered by file name. ``variant="daps-1"``: train
+    00-07, 09, 10, val 08. ``variant="daps-2"`` (3 real sequences, for evaluation): ``val`` holds every sequence
+    folder under ``data/``, ``train`` is refused.
     """
 
     class_names = DAPS3D_CLASSES
@@ -410,26 +488,39 @@ class Daps3dDataset(_SemanticKittiLabels):
         super().__init__(root, split)
         self.lut = build_lut(DAPS3D_LEARNING_MAP, 65536)
         data = os.path.join(self.root, "data")
+        if not os.path.isdir(data):
+            raise FileNotFoundError(f"{data}: DAPS-3D data folder not found (expected <root>/data/<seq>/clouds/)")
         if variant == "daps-1":
             seqs = list(SEMANTICKITTI_SPLITS[split])
         elif variant == "daps-2":
             if split != "val":
                 raise ValueError("daps3d: DAPS-2 is an evaluation set; use split='val'")
-            seqs = sorted(d for d in os.listdir(data) if os.path.isdir(os.path.join(data, d))) if os.path.isdir(
-                data) else []
+            seqs = sorted(d for d in os.listdir(data) if os.path.isdir(os.path.join(data, d)))
         else:
             raise ValueError(f"daps3d: variant must be 'daps-1' or 'daps-2', got {variant!r}")
         for seq in present_sequences(data, seqs, split, who=self.name)[0]:
             seq_dir = os.path.join(data, seq)
             clouds = os.path.join(seq_dir, "clouds")
             ext = ".npy" if not _listdir(clouds, ".bin", f"DAPS-3D {seq} clouds") else ".bin"
-            self.scans += _labelled_scans(seq, clouds, os.path.join(seq_dir, "labels"), ext, ".label")
+            self.scans += _labelled_scans(seq, clouds, os.path.join(seq_dir, "labels"), ext, (".label", ".npy"),
+                                          numbered=None)
         self._finish_index()
 
     def load_points(self, scan: Scan) -> tuple[np.ndarray, dict]:
         if scan.points.endswith(".npy"):
             return _load_npy_points(scan.points), {}
         return read_bin(scan.points, 4, np.float32), {}
+
+    def load_labels(self, scan: Scan, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if scan.labels is None or not scan.labels.endswith(".npy"):
+            return super().load_labels(scan, n)
+        raw = _load_npy(scan.labels, f"label file of scan {scan.points}")
+        raw = raw.reshape(-1) if raw.ndim == 2 and raw.shape[1] == 1 else raw
+        if raw.ndim != 1 or len(raw) != n or raw.dtype.kind not in "iu":
+            raise ValueError(f"{scan.labels}: expected ({n},) integer labels to match the point cloud, got "
+                             f"{raw.dtype} {raw.shape}")
+        raw = raw.astype(np.int64) & 0xFFFFFFFF
+        return apply_lut(self.lut, raw & 0xFFFF), raw >> 16
 
 
 def _load_npy_points(path: str) -> np.ndarray:
@@ -473,7 +564,8 @@ class Synth4dDataset(KittiFamilyDataset):
             with open(pkl, "rb") as fh:
                 table = pickle.load(fh)
         except (pickle.UnpicklingError, EOFError, ValueError) as err:
-            raise ValueError(f"{pkl}: not a readable split pickle (truncated or corrupt): {err}") from err
+            raise ValueError(f"{pkl}: not a readable split pickle (truncated or corrupt): "
+                             f"{one_line(err)}") from err
         if not isinstance(table, dict):
             raise ValueError(f"{pkl}: expected a dict town -> frame ids, got {type(table).__name__}")
         for town in sorted(table):

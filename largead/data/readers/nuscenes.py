@@ -12,11 +12,21 @@ Splits: ``train`` / ``val`` / ``test`` / ``mini_train`` / ``mini_val`` are the d
 ``valeoai/SLidR`` ``pretrain/dataloader_nuscenes.py``): the 700 training scenes minus a fixed list of 100 training
 scenes held out for parameter search, and those 100 scenes (:data:`SLIDR_HELDOUT_SCENES`); ``all`` is every scene in
 the tables (for exported synthetic data whose scene names are not official). Scenes appear in the order of the
-``scene`` table, as in SLidR, which the label-fraction rule relies on.
+``scene`` table, as in SLidR, which the label-fraction rule relies on. Which split to use: image-to-LiDAR
+pretraining as in SLidR / Seal / LargeAD uses ``pretrain`` (600 scenes; ``pretrain_val`` for parameter search),
+fine-tuning and linear probing ``train`` (with the label fractions of :mod:`largead.data.splits`) and evaluation
+``val``.
+
+Files (nuscenes-devkit ``docs/schema_nuscenes.md``): required are the 13 tables of ``<dataroot>/<version>/``, the
+keyframe point files ``samples/LIDAR_TOP/*.pcd.bin`` and, with ``cameras=True``, the keyframe images
+``samples/CAM_*/*.jpg``; the lidarseg add-on (``lidarseg.json``, ``category.json`` with ``index``,
+``lidarseg/<version>/*.bin``) is required for labels (see ``labels``); ``sweeps/`` (non-keyframes) and ``maps/``
+images are not read.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,8 +35,8 @@ import numpy as np
 
 from largead.data.frame import CameraView, Frame
 from largead.data.geometry import check_intrinsics, nuscenes_lidar_to_camera, rigid_from_quaternion
-from largead.data.labels import NUSCENES_CLASSES, apply_lut, nuscenes_lidarseg_lut
-from largead.data.readers._kitti_io import read_bin, read_image, read_raw_label
+from largead.data.labels import NUSCENES_CLASSES, NUSCENES_LIDARSEG_CATEGORIES, apply_lut, nuscenes_lidarseg_lut
+from largead.data.readers._kitti_io import one_line, read_bin, read_image, read_raw_label
 from largead.data.registry import LidarDataset, register_dataset
 
 NUSCENES_CAMERAS: tuple[str, ...] = (
@@ -60,6 +70,67 @@ def _devkit() -> Any:
     return NuScenes
 
 
+TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log", "scene",
+          "sample", "sample_data", "sample_annotation", "map")
+"""The tables every nuScenes version has (the devkit loads them all); ``lidarseg.json`` comes with the add-on."""
+
+LABELLED_SPLITS = ("train", "val", "mini_train", "mini_val")
+"""Splits whose frames must have lidarseg labels by default (``labels=None``): the downstream splits."""
+
+
+def _open_devkit(root: Path, version: str) -> Any:
+    """Load the tables with the devkit, after checking what it would fail on with an unhelpful message."""
+    table_dir = root / version
+    if not table_dir.is_dir():
+        raise FileNotFoundError(f"{table_dir}: nuScenes tables for version {version!r} not found (expected "
+                                f"<dataroot>/{version}/scene.json ...)")
+    for name in TABLES:
+        if not (table_dir / f"{name}.json").is_file():
+            raise FileNotFoundError(f"{table_dir / (name + '.json')}: nuScenes table not found")
+    if (table_dir / "lidarseg.json").is_file() and not (root / "lidarseg" / version).is_dir():
+        raise FileNotFoundError(f"{root / 'lidarseg' / version}: nuScenes-lidarseg label folder not found "
+                                f"({table_dir / 'lidarseg.json'} lists label files there)")
+    try:
+        return _devkit()(version=version, dataroot=str(root), verbose=False)
+    except json.JSONDecodeError as err:
+        bad = next((f for f in sorted(table_dir.glob("*.json")) if not _parses(f)), table_dir)
+        raise ValueError(f"{bad}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except AssertionError as err:  # the devkit's checks (label file count, category index, ...)
+        raise ValueError(f"{table_dir}: nuscenes-devkit refused the tables: {one_line(err)}") from None
+    except (KeyError, IndexError, TypeError) as err:  # broken references between tables
+        raise ValueError(f"{table_dir}: inconsistent nuScenes tables (a record refers to a missing one: "
+                         f"{type(err).__name__} {one_line(err)})") from None
+
+
+def _parses(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def check_lidarseg_categories(nusc: Any, where: str) -> None:
+    """Refuse a ``category.json`` whose lidarseg ``index`` order differs from :data:`NUSCENES_LIDARSEG_CATEGORIES`.
+
+    The label files store these indices, and the class map (:func:`~largead.data.labels.nuscenes_lidarseg_lut`)
+    is written for that order; the dataset's own ``category.json`` is the authority, so a mismatch is an error
+    naming both rather than a silent relabelling.
+    """
+    index = {}
+    for rec in nusc.category:
+        if "index" not in rec:
+            raise ValueError(f"{where}: category {rec.get('name')!r} has no 'index': use the category.json that "
+                             "comes with nuScenes-lidarseg")
+        index[int(rec["index"])] = rec["name"]
+    expected = dict(enumerate(NUSCENES_LIDARSEG_CATEGORIES))
+    for i in sorted(set(index) | set(expected)):
+        if index.get(i) != expected.get(i):
+            raise ValueError(f"{where}: lidarseg index {i} is {index.get(i)!r} in the dataset but {expected.get(i)!r} "
+                             "in largead's class map (largead.data.labels.NUSCENES_LIDARSEG_CATEGORIES); refusing to "
+                             "map labels by a different category order")
+
+
 def split_scenes(split: str) -> set[str] | None:
     """Scene names of ``split`` (``None`` for ``all``)."""
     if split == "all":
@@ -85,6 +156,13 @@ class NuScenesDataset(LidarDataset):
         cameras: load the camera views (images, intrinsics, ``lidar_to_camera``).
         camera_names: which channels, in which order (default :data:`NUSCENES_CAMERAS`).
         nusc: an already loaded ``NuScenes`` object to share (its tables take seconds to load on trainval).
+        labels: read the lidarseg labels. ``None`` (default): required for the downstream splits ``train``, ``val``,
+            ``mini_train``, ``mini_val`` (a dataroot without the lidarseg add-on is an error naming
+            ``lidarseg.json``), read when present for the others (``pretrain``, ``pretrain_val``, ``all``, ``test``);
+            ``True``: required; ``False``: not read (``labels=None``).
+
+    With labels, the dataset's ``category.json`` must give the lidarseg ``index`` order of
+    :data:`~largead.data.labels.NUSCENES_LIDARSEG_CATEGORIES` (:func:`check_lidarseg_categories`).
     """
 
     class_names: ClassVar[tuple[str, ...]] = NUSCENES_CLASSES
@@ -102,25 +180,41 @@ class NuScenesDataset(LidarDataset):
         cameras: bool = True,
         camera_names: Sequence[str] = NUSCENES_CAMERAS,
         nusc: Any = None,
+        labels: bool | None = None,
     ) -> None:
         if split not in self.splits:
             raise ValueError(f"nuscenes has no split {split!r}; available: {', '.join(self.splits)}")
+        if labels not in (None, True, False):
+            raise ValueError(f"nuscenes: labels must be True, False or None (required for "
+                             f"{', '.join(LABELLED_SPLITS)}), got {labels!r}")
         if nusc is None:
             if root is None:
                 raise ValueError("nuscenes: root (the nuScenes dataroot) is required")
-            table_dir = Path(root) / version
-            if not table_dir.is_dir():
-                raise FileNotFoundError(f"{table_dir}: nuScenes tables for version {version!r} not found")
-            nusc = _devkit()(version=version, dataroot=str(root), verbose=False)
+            nusc = _open_devkit(Path(root), version)
         self.nusc = nusc
         self.root = Path(nusc.dataroot)
         self.split = split
         self.version = nusc.version
         self.load_cameras = cameras
         self.camera_names = tuple(camera_names)
+        unknown = [c for c in self.camera_names if c not in NUSCENES_CAMERAS]
+        if unknown:
+            raise ValueError(f"nuscenes: unknown camera channels {unknown}; choose from {list(NUSCENES_CAMERAS)}")
         self._lut = nuscenes_lidarseg_lut()
-        # sample_data token -> lidarseg label file (empty for v1.0-test or tables without lidarseg)
-        self._label_files = {r["sample_data_token"]: r["filename"] for r in getattr(nusc, "lidarseg", [])}
+        table = self.root / self.version / "lidarseg.json"
+        has_lidarseg = hasattr(nusc, "lidarseg")
+        need = labels if labels is not None else split in LABELLED_SPLITS
+        if need and not has_lidarseg:
+            raise FileNotFoundError(
+                f"{table}: not found; split {split!r} needs the nuScenes-lidarseg add-on (lidarseg.json, category.json "
+                f"with 'index', lidarseg/{self.version}/*.bin) in the dataroot; pass labels=False to read the LiDAR "
+                "without labels")
+        self.has_labels = has_lidarseg and labels is not False
+        if self.has_labels:
+            check_lidarseg_categories(nusc, str(self.root / self.version / "category.json"))
+        # sample_data token -> lidarseg label file
+        self._label_files = ({r["sample_data_token"]: r["filename"] for r in nusc.lidarseg} if self.has_labels
+                             else {})
 
         wanted = split_scenes(split)
         tokens: list[str] = []
@@ -160,7 +254,8 @@ class NuScenesDataset(LidarDataset):
         try:
             m = rigid_from_quaternion(rec["rotation"], rec["translation"])
         except ValueError as err:
-            raise ValueError(f"{self.version}/{table}.json: record {token} has a degenerate rotation ({err})") from None
+            raise ValueError(f"{self.version}/{table}.json: record {token} has a degenerate rotation "
+                             f"({one_line(err)})") from None
         if not np.isfinite(m).all():
             raise ValueError(f"{self.version}/{table}.json: record {token} has a non-finite translation "
                              f"{rec['translation']}")
@@ -172,9 +267,9 @@ class NuScenesDataset(LidarDataset):
 
     def lidarseg_filename(self, i: int) -> str | None:
         """Label file of frame ``i`` relative to the dataroot (``lidarseg/<version>/<token>_lidarseg.bin``), or
-        ``None`` when the tables carry no lidarseg (``v1.0-test``). Raises ``KeyError`` when a labelled version has no
-        record for the frame."""
-        if not self._label_files:
+        ``None`` when labels are not read (no lidarseg add-on, ``v1.0-test``, ``labels=False``). Raises ``KeyError``
+        when a labelled version has no record for the frame."""
+        if not self.has_labels:
             return None
         token = self._tokens[i]
         if token not in self._label_files:

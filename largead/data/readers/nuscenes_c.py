@@ -45,6 +45,8 @@ class NuScenesCDataset(LidarDataset):
     def __init__(self, root: str | Path | None, split: str = "val", corruption: str = "fog",
                  severity: str = "light", nuscenes_root: str | Path | None = None, version: str = "v1.0-trainval",
                  cameras: bool = False, nusc: Any = None) -> None:
+        if split not in self.splits:
+            raise ValueError(f"nuscenes_c has no split {split!r}; available: {', '.join(self.splits)}")
         if root is None:
             raise ValueError("nuscenes_c: root (the nuScenes-C folder) is required")
         if corruption not in CORRUPTIONS:

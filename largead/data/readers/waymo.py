@@ -48,11 +48,16 @@ import numpy as np
 from largead.data.frame import IGNORE_INDEX, CameraView, Frame
 from largead.data.labels import build_lut
 from largead.data.labels_extra import WAYMO_CLASSES, WAYMO_LEARNING_MAP
+from largead.data.readers._kitti_io import one_line
 from largead.data.registry import LidarDataset, register_dataset
 
 LASER_NAMES = {1: "TOP", 2: "FRONT", 3: "SIDE_LEFT", 4: "SIDE_RIGHT", 5: "REAR"}
 CAMERA_NAMES = {1: "FRONT", 2: "FRONT_LEFT", 3: "FRONT_RIGHT", 4: "SIDE_LEFT", 5: "SIDE_RIGHT"}
 SPLIT_DIRS = {"train": "training", "val": "validation", "test": "testing"}
+REQUIRED_COMPONENTS = ("lidar", "lidar_calibration", "vehicle_pose")
+"""Components every use needs; ``lidar_segmentation`` (labels) and ``lidar_pose`` (motion compensation) are used
+when present, the camera components with cameras."""
+CAMERA_COMPONENTS = ("camera_image", "camera_calibration")
 
 WAYMO_TO_OPENCV_CAMERA = np.array(
     [[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
@@ -133,14 +138,14 @@ def _read_table(path: str, columns: list[str], filters=None):
     try:
         names = set(pq.read_schema(path).names)
     except (pa.ArrowInvalid, OSError) as err:
-        raise ValueError(f"{path}: not a readable parquet file (truncated or corrupt): {err}") from err
+        raise ValueError(f"{path}: not a readable parquet file (truncated or corrupt): {one_line(err)}") from None
     missing = [c for c in columns if c not in names]
     if missing:
         raise ValueError(f"{path}: missing Waymo v2 columns {missing}; the file has {sorted(names)}")
     try:
         return pq.read_table(path, columns=columns, filters=filters)
     except (pa.ArrowInvalid, OSError) as err:
-        raise ValueError(f"{path}: failed to read parquet data (truncated or corrupt): {err}") from err
+        raise ValueError(f"{path}: failed to read parquet data (truncated or corrupt): {one_line(err)}") from None
 
 
 def _image_cell(table, prefix: str, row: int, path: str, what: str, dtype) -> np.ndarray:
@@ -165,8 +170,14 @@ class WaymoDataset(LidarDataset):
     """Waymo Open Dataset v2 LiDAR segmentation frames (see the module docstring for conventions).
 
     Options: ``lasers`` (``("TOP",)`` by default, or ``"all"`` for the five lidars), ``returns`` (``(1, 2)``),
-    ``intensity`` (``"raw"`` or ``"tanh"``), ``cameras`` (load the five cameras), ``labelled_only`` (keep frames with
-    segmentation labels), ``motion_compensation`` (TOP per-pixel poses when ``lidar_pose`` exists).
+    ``intensity`` (``"raw"`` or ``"tanh"``), ``cameras`` (``None``, the default: load the five cameras when the
+    split has both camera components, as a full download does, and none for a LiDAR-only download; ``True``:
+    require them, an error names the missing component folder; ``False``: never read them), ``labelled_only``
+    (keep frames with segmentation labels, as segmentation training needs: Waymo labels a subset of its frames),
+    ``motion_compensation`` (TOP per-pixel poses when ``lidar_pose`` exists).
+
+    Required components: ``lidar``, ``lidar_calibration``, ``vehicle_pose`` (each a folder of per-segment files; a
+    missing folder is an error at construction naming it, a missing segment file an error at the frame naming it).
     """
 
     class_names = WAYMO_CLASSES
@@ -175,13 +186,34 @@ class WaymoDataset(LidarDataset):
     splits = ("train", "val", "test")
 
     def __init__(self, root: str | None, split: str = "train", lasers: Sequence[str] | str = ("TOP",),
-                 returns: Sequence[int] = (1, 2), intensity: str = "raw", cameras: bool = True,
+                 returns: Sequence[int] = (1, 2), intensity: str = "raw", cameras: bool | None = None,
                  labelled_only: bool = False, motion_compensation: bool = True, cache_segments: int = 2) -> None:
+        if split not in SPLIT_DIRS:
+            raise ValueError(f"waymo has no split {split!r}; available: {', '.join(SPLIT_DIRS)}")
         if root is None:
             raise ValueError("waymo: root (the directory holding training/ and validation/) is required")
+        if cameras not in (None, True, False):
+            raise ValueError(f"waymo: cameras must be True, False or None (when downloaded), got {cameras!r}")
         self.root = os.fspath(root)
         self.split = split
         self.split_dir = os.path.join(self.root, SPLIT_DIRS[split])
+        if not os.path.isdir(self.split_dir):
+            raise FileNotFoundError(f"{self.split_dir}: Waymo v2 split folder not found (expected "
+                                    f"<root>/{SPLIT_DIRS[split]}/<component>/<segment>.parquet)")
+        for component in REQUIRED_COMPONENTS:
+            folder = os.path.join(self.split_dir, component)
+            if not os.path.isdir(folder):
+                raise FileNotFoundError(f"{folder}: Waymo v2 component '{component}' not found (required: "
+                                        f"{', '.join(REQUIRED_COMPONENTS)})")
+        camera_folders = [os.path.join(self.split_dir, c) for c in CAMERA_COMPONENTS]
+        if cameras is None:
+            cameras = all(os.path.isdir(f) for f in camera_folders)
+        elif cameras:
+            for folder, component in zip(camera_folders, CAMERA_COMPONENTS):
+                if not os.path.isdir(folder):
+                    raise FileNotFoundError(f"{folder}: Waymo v2 component '{component}' not found; cameras=True "
+                                            f"needs {' and '.join(CAMERA_COMPONENTS)} (v2 components are downloaded "
+                                            "separately; pass cameras=False for LiDAR only)")
         names = {v: k for k, v in LASER_NAMES.items()}
         lasers = tuple(LASER_NAMES.values()) if lasers == "all" else tuple(lasers)
         unknown = [n for n in lasers if n not in names]
@@ -207,8 +239,6 @@ class WaymoDataset(LidarDataset):
 
     def _build_index(self, labelled_only: bool) -> None:
         lidar_dir = os.path.join(self.split_dir, "lidar")
-        if not os.path.isdir(lidar_dir):
-            raise FileNotFoundError(f"waymo: {lidar_dir} not found (expected <root>/{SPLIT_DIRS[self.split]}/lidar/)")
         segments = sorted(f[: -len(".parquet")] for f in os.listdir(lidar_dir) if f.endswith(".parquet"))
         seg_col, ts_col, pos_col = [], [], []
         for seg in segments:
@@ -399,7 +429,7 @@ class WaymoDataset(LidarDataset):
                 image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
             except Exception as err:  # PIL raises several types for bad bytes
                 raise ValueError(f"{path}: camera {CAMERA_NAMES.get(cam, cam)} image at {ts} is not a decodable "
-                                 f"JPEG: {err}") from err
+                                 f"JPEG: {one_line(err)}") from err
             if image.shape[:2] != (h, w):
                 raise ValueError(f"{path}: camera {CAMERA_NAMES.get(cam, cam)} image is {image.shape[1]}x"
                                  f"{image.shape[0]}, calibration says {w}x{h}")

@@ -81,15 +81,41 @@ SYNTHETIC_TO_SEMANTICKITTI: dict[str, int] = {
 }
 """Synthetic class -> SemanticKITTI raw label id (one to one, so the SemanticKITTI round trip is lossless)."""
 
-_TARGETS = ("nuscenes", "semantickitti")
+_TRANSFER_TARGETS: dict[str, dict[str, int]] = {
+    # Waymo segmentation ids (protos/segmentation.proto); terrain -> walkable
+    "waymo": {"road": 18, "sidewalk": 22, "terrain": 21, "building": 14, "vegetation": 15, "trunk": 16, "pole": 10,
+              "traffic_sign": 8, "car": 1, "truck": 2, "bicyclist": 6, "pedestrian": 7},
+    # RELLIS-3D ontology ids (rellis.yaml); road -> asphalt, building and sign -> object are not evaluated there
+    "rellis3d": {"road": 10, "sidewalk": 23, "terrain": 3, "building": 12, "vegetation": 19, "trunk": 4, "pole": 5,
+                 "traffic_sign": 9, "car": 8, "truck": 8, "bicyclist": 17, "pedestrian": 17},
+    # SemanticPOSS raw ids (CENet semantic-poss.yaml)
+    "semanticposs": {"road": 22, "sidewalk": 22, "terrain": 22, "building": 15, "vegetation": 9, "trunk": 8,
+                     "pole": 13, "traffic_sign": 10, "car": 7, "truck": 7, "bicyclist": 6, "pedestrian": 4},
+    # SemanticSTF ids 0-20 (SemanticKITTI class index + 1)
+    "semanticstf": {"road": 9, "sidewalk": 11, "terrain": 17, "building": 13, "vegetation": 15, "trunk": 16,
+                    "pole": 18, "traffic_sign": 19, "car": 1, "truck": 4, "bicyclist": 7, "pedestrian": 6},
+    # SynLiDAR raw ids (SynLiDAR README)
+    "synlidar": {"road": 8, "sidewalk": 9, "terrain": 22, "building": 18, "vegetation": 20, "trunk": 21, "pole": 24,
+                 "traffic_sign": 23, "car": 1, "truck": 3, "bicyclist": 16, "pedestrian": 13},
+    # DAPS-3D stores SemanticKITTI raw ids
+    "daps3d": dict(SYNTHETIC_TO_SEMANTICKITTI),
+    # Synth4D CARLA semantic tags (gipso-sfouda synthetic.yaml); CARLA has no cyclist tag: riders are pedestrians
+    "synth4d": {"road": 7, "sidewalk": 8, "terrain": 22, "building": 1, "vegetation": 9, "trunk": 9, "pole": 5,
+                "traffic_sign": 12, "car": 10, "truck": 10, "bicyclist": 4, "pedestrian": 4},
+}
+"""Synthetic class -> raw label id written for each transfer dataset (ignore is written as that dataset's 0)."""
+
+_TARGETS = ("nuscenes", "semantickitti", *_TRANSFER_TARGETS)
 
 
 def export_lut(target: str) -> np.ndarray:
     """(C + 1,) int64 indexed by ``synthetic train id + 1``: the raw label id written for ``target``.
 
-    ``target`` is ``"nuscenes"`` (raw lidarseg category index, via :data:`SYNTHETIC_TO_NUSCENES`) or
-    ``"semantickitti"`` (raw id, via :data:`SYNTHETIC_TO_SEMANTICKITTI`); ignore is written as 0 (``noise`` /
-    ``unlabeled``). Pass it as ``inverse_lut`` to :func:`largead.data.export.write_nuscenes` / ``write_semantickitti``.
+    ``target`` is ``"nuscenes"`` (raw lidarseg category index, via :data:`SYNTHETIC_TO_NUSCENES`),
+    ``"semantickitti"`` (raw id, via :data:`SYNTHETIC_TO_SEMANTICKITTI`) or a transfer dataset (``waymo``,
+    ``rellis3d``, ``semanticposs``, ``semanticstf``, ``synlidar``, ``daps3d``, ``synth4d``; maps in
+    ``_TRANSFER_TARGETS``); ignore is written as 0 (``noise`` / ``unlabeled`` / ``undefined`` / ``void``). Pass it as
+    ``inverse_lut`` to the writers of :mod:`largead.data.export`.
     """
     if target == "nuscenes":
         from largead.data.labels import NUSCENES_LIDARSEG_CATEGORIES
@@ -98,21 +124,43 @@ def export_lut(target: str) -> np.ndarray:
         raw = [index[SYNTHETIC_TO_NUSCENES[c]] for c in SYNTHETIC_CLASSES]
     elif target == "semantickitti":
         raw = [SYNTHETIC_TO_SEMANTICKITTI[c] for c in SYNTHETIC_CLASSES]
+    elif target in _TRANSFER_TARGETS:
+        raw = [_TRANSFER_TARGETS[target][c] for c in SYNTHETIC_CLASSES]
     else:
         raise ValueError(f"unknown export target {target!r}; expected one of {_TARGETS}")
     return np.array([0, *raw], dtype=np.int64)
 
 
+def _reader_lut(target: str) -> np.ndarray:
+    """The raw -> training id table the ``target`` reader applies (its default options)."""
+    from largead.data import labels_extra as lx
+    from largead.data.labels import build_lut, nuscenes_lidarseg_lut, semantickitti_lut
+
+    tables = {
+        "waymo": (lx.WAYMO_LEARNING_MAP, 23), "rellis3d": (lx.RELLIS3D_LEARNING_MAP, 65536),
+        "semanticposs": (lx.SEMANTICPOSS_LEARNING_MAP, 65536), "semanticstf": (lx.SEMANTICSTF_LEARNING_MAP, 21),
+        "synlidar": (lx.SYNLIDAR_TO_SEMANTICKITTI_COSMIX, 65536), "daps3d": (lx.DAPS3D_LEARNING_MAP, 65536),
+        "synth4d": (lx.SYNTH4D_LEARNING_MAP, 23),
+    }
+    if target == "nuscenes":
+        return nuscenes_lidarseg_lut()
+    if target == "semantickitti":
+        return semantickitti_lut()
+    if target not in tables:
+        raise ValueError(f"unknown export target {target!r}; expected one of {_TARGETS}")
+    return build_lut(*tables[target])
+
+
 def benchmark_lut(target: str) -> np.ndarray:
     """(C,) int64: synthetic train id -> the training id that ``target``'s reader gives after an export.
 
-    Composes :func:`export_lut` with the benchmark's official raw -> train map (nuScenes 16 classes, SemanticKITTI
-    19). Injective for SemanticKITTI; for nuScenes, trunk joins vegetation and pole / traffic_sign join manmade.
+    Composes :func:`export_lut` with the reader's raw -> train map (its default options). Injective for
+    SemanticKITTI; for nuScenes, trunk joins vegetation and pole / traffic_sign join manmade; other targets merge
+    or ignore classes as their label sets require (e.g. RELLIS-3D does not evaluate road = asphalt).
     """
-    from largead.data.labels import apply_lut, nuscenes_lidarseg_lut, semantickitti_lut
+    from largead.data.labels import apply_lut
 
-    lut = nuscenes_lidarseg_lut() if target == "nuscenes" else semantickitti_lut()
-    return apply_lut(lut, export_lut(target)[1:])
+    return apply_lut(_reader_lut(target), export_lut(target)[1:])
 
 
 def write_synthetic(frames: Sequence[Frame], root: str | Path, layout: str, **options) -> None:
@@ -122,7 +170,8 @@ def write_synthetic(frames: Sequence[Frame], root: str | Path, layout: str, **op
     with ``get_dataset("nuscenes", root, split="all", version=...)``) or ``"semantickitti"``
     (:func:`~largead.data.export.write_semantickitti`; sequences become ``00, 01, ...``). Labels are written
     through :func:`export_lut`, so the reader returns :func:`benchmark_lut` of the synthetic labels. ``options``
-    go to the writer.
+    go to the writer. For every other official layout, with frames sized and named as each dataset needs, see
+    :func:`largead.data.export.write_official_samples`.
     """
     from largead.data.export import write_nuscenes, write_semantickitti
 
@@ -131,7 +180,7 @@ def write_synthetic(frames: Sequence[Frame], root: str | Path, layout: str, **op
     elif layout == "semantickitti":
         write_semantickitti(frames, root, **{"inverse_lut": export_lut("semantickitti"), **options})
     else:
-        raise ValueError(f"unknown layout {layout!r}; expected one of {_TARGETS}")
+        raise ValueError(f"unknown layout {layout!r}; expected 'nuscenes' or 'semantickitti'")
 
 
 class SyntheticWorld:

@@ -268,6 +268,15 @@ _NUSCENES_RING = (
 )
 _NUSCENES_PRIORITY = ("CAM_FRONT", "CAM_BACK", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 _KITTI_FRONT = ("image_2", 0.0, 81.0, (0.27, 0.06, -0.08))
+# Waymo's five cameras (names as the v2 CameraName enum); side cameras are shorter (1920x886 against 1920x1280)
+_WAYMO_RING = (
+    ("FRONT", 0.0, 50.4, (0.6, 0.0, -0.3)),
+    ("FRONT_LEFT", 45.0, 50.4, (0.5, 0.3, -0.3)),
+    ("FRONT_RIGHT", -45.0, 50.4, (0.5, -0.3, -0.3)),
+    ("SIDE_LEFT", 90.0, 50.4, (0.2, 0.5, -0.3)),
+    ("SIDE_RIGHT", -90.0, 50.4, (0.2, -0.5, -0.3)),
+)
+_WAYMO_SIDE_HEIGHT = 886 / 1280
 
 
 @dataclass
@@ -398,5 +407,8 @@ def make_cameras(config: SyntheticConfig) -> list[Camera]:
         return []
     if layout == "kitti":
         return [_mount(*_KITTI_FRONT, size)]
+    if layout == "waymo":
+        side = (max(1, round(size[0] * _WAYMO_SIDE_HEIGHT)), size[1])
+        return [_mount(*spec, side if spec[0].startswith("SIDE") else size) for spec in _WAYMO_RING[:n]]
     chosen = set(_NUSCENES_PRIORITY[:n])
     return [_mount(*spec, size) for spec in _NUSCENES_RING if spec[0] in chosen]

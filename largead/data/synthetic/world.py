@@ -47,7 +47,7 @@ SYNTHETIC_CLASSES: tuple[str, ...] = (
 # Texture codes understood by the camera shader (sensors.py).
 TEX_PLAIN, TEX_FACADE, TEX_FOLIAGE, TEX_BARK, TEX_SIGN, TEX_GLASS = range(6)
 
-_LAYOUTS = ("auto", "nuscenes", "kitti")
+_LAYOUTS = ("auto", "nuscenes", "kitti", "waymo")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,11 @@ class SyntheticConfig:
         image_size: (height, width) of every image in pixels.
         camera_layout: ``"nuscenes"`` (ring of 6 named CAM_*, the first ``num_cameras`` in priority order front,
             back, front-left, front-right, back-left, back-right), ``"kitti"`` (one front camera ``image_2``, 81
-            degrees wide) or ``"auto"`` (kitti when ``num_cameras == 1``, else nuscenes).
+            degrees wide), ``"waymo"`` (up to 5 cameras named FRONT, FRONT_LEFT, FRONT_RIGHT, SIDE_LEFT, SIDE_RIGHT
+            in that priority order, 50.4 degrees wide, looking 0, +45, -45, +90, -90 degrees; the two side cameras
+            are ``round(H * 886 / 1280)`` pixels high, as Waymo's 1920x886 side images against its 1920x1280 front
+            ones, so a frame mixes image sizes) or ``"auto"`` (kitti when ``num_cameras == 1``, else nuscenes).
+            ``image_size`` is the (front) image size.
         image_noise: standard deviation of the per-pixel colour noise (0-1 scale).
         traffic: multiplies the density of vehicles, cyclists and pedestrians.
         tag: written to ``Frame.dataset`` and the sequence names (e.g. to tell two simulated sensors apart).
@@ -131,6 +135,8 @@ class SyntheticConfig:
             raise bad("camera_layout", f"one of {_LAYOUTS}")
         if self.camera_layout == "kitti" and self.num_cameras > 1:
             raise bad("camera_layout", "'nuscenes' or 'auto' when num_cameras > 1 (the kitti layout has one camera)")
+        if self.camera_layout == "waymo" and self.num_cameras > 5:
+            raise bad("num_cameras", "0..5 with the waymo layout (Waymo has five cameras)")
         if self.traffic < 0:
             raise bad("traffic", "a non-negative density factor")
 
