@@ -27,13 +27,11 @@ On a busy machine, ``OMP_NUM_THREADS=1`` avoids oversubscribing the cores (much 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -125,28 +123,6 @@ class DemoResult:
     summary: str = ""
 
 
-# ----------------------------------------------------------------------------------------------- superpixel script
-
-
-def _generate_superpixels() -> ModuleType:
-    """``scripts/generate_superpixels.py`` of the source checkout (the demo's step 1 runs it as a user would)."""
-    import sys
-
-    import largead
-
-    path = Path(largead.__file__).resolve().parents[1] / "scripts" / "generate_superpixels.py"
-    name = "largead_scripts_generate_superpixels"
-    if name in sys.modules:
-        return sys.modules[name]
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: `largead demo` runs scripts/generate_superpixels.py of a source checkout")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # ------------------------------------------------------------------------------------------------------- helpers
 
 
@@ -182,7 +158,7 @@ def step_superpixels(cfg: PretrainConfig, out: Path, log: Callable[[str], None])
     from largead.config import format_override
     from largead.superpixels import get_source
 
-    generate = _generate_superpixels()
+    from largead.superpixels import generate
     sp_root = out / "superpixels"
     log(f"\n[1/4] superpixels: scripts/generate_superpixels.py --source {cfg.superpixels.source} "
         f"{format_override(cfg.superpixels.options)} on the camera images of the pretraining data -> {sp_root}")

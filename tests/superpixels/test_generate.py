@@ -1,6 +1,5 @@
-"""scripts/generate_superpixels.py on the synthetic world (run in-process: its main(argv))."""
+"""largead.superpixels.generate (scripts/generate_superpixels.py) on the synthetic world, in-process: its main(argv)."""
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -11,17 +10,15 @@ import pytest
 from largead.superpixels import get_source, load_superpixels, save_superpixels, sources, superpixel_path
 from largead.superpixels.sources import SuperpixelSource
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "generate_superpixels.py"
 SMALL = ["--dataset-option", "num_sequences=1", "--dataset-option", "frames_per_sequence=3",
          "--dataset-option", "num_cameras=2", "--dataset-option", "image_size=[40,64]"]
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("generate_superpixels", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from largead.superpixels import generate
+
+    return generate
 
 
 @pytest.fixture(scope="module")
