@@ -89,7 +89,7 @@ def test_encoder_config_fields():
                               "cylindrical", "normalize_output", "bn_momentum", "block_bn_momentum")} == {
         "backbone": "minkunet34", "in_channels": 1, "out_channels": 64, "feature_mode": "intensity",
         "voxel_size": [0.1, 1.0, 0.1], "cylindrical": True, "normalize_output": True, "bn_momentum": 0.05,
-        "block_bn_momentum": 0.1}  # REFERENCE: SLidR's MinkUNet-34 pretraining encoder
+        "block_bn_momentum": 0.1}  # SLidR's MinkUNet-34 pretraining encoder (config/slidr_minkunet.yaml)
     cfg.out_channels = 3  # a copy: the zoo entry is untouched
     assert zoo.model_info("minkunet34-sam-k-vit-s").config.out_channels == 64
 
@@ -110,7 +110,7 @@ def test_create_encoder_builds_every_entry_from_its_config():
         assert n_params in (None, count)
         n_params = count
         if name == "largead/minkunet34-random":
-            assert count == 37_849_184  # REFERENCE: MinkUNet-34, in 1, out 64
+            assert count == 37_849_184  # SLidR's Res16UNet34C, in 1, out 64
     torch.manual_seed(0)
     a = create_encoder("minkunet34-seem-nkw").state_dict()
     torch.manual_seed(0)

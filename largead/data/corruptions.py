@@ -8,7 +8,7 @@ keep their labels, instances and per-point ``extra`` arrays; points the corrupti
 Everything random comes from ``numpy.random.default_rng(seed)``, so a (frame, corruption, severity, seed) always
 gives the same result.
 
-Parameters follow Robo3D (ldkong1205/Robo3D ``create/``; ``shared/reference/datasets.md``). Where Robo3D relies on
+Parameters follow Robo3D (ldkong1205/Robo3D ``create/`` and its README). Where Robo3D relies on
 precomputed physics (fog's and snow's particle simulations, LISA's wet-ground model) this module uses the simplified
 models below; they reproduce each corruption's defining effect, not Robo3D's exact point clouds.
 

@@ -4,7 +4,7 @@ Every map sends a raw id to a training id ``0 .. C-1``; ids absent from a map be
 :data:`~largead.data.frame.IGNORE_INDEX` (turn a map into a lookup table with
 :func:`largead.data.labels.build_lut` and apply it with :func:`largead.data.labels.apply_lut`). The nuScenes and
 SemanticKITTI maps live in :mod:`largead.data.labels`. Sources are cited per block; see also
-``shared/reference/datasets.md``.
+the official repositories cited beside each map.
 """
 
 from __future__ import annotations

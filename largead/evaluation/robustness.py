@@ -1,6 +1,6 @@
 """Robustness metrics of the Robo3D benchmark (nuScenes-C / SemanticKITTI-C): corruption error and resilience rate.
 
-Definitions (Robo3D; REFERENCE.md), with ``mIoU`` as fractions in ``[0, 1]``:
+Definitions (Robo3D, Kong et al., ICCV 2023; ldkong1205/Robo3D README), with ``mIoU`` as fractions in ``[0, 1]``:
 
 - ``CE_c = sum_s (1 - mIoU_{c,s}) / sum_s (1 - mIoU^baseline_{c,s})`` over the three severities ``s``;
 - ``RR_c = sum_s mIoU_{c,s} / (3 * mIoU_clean)``;

@@ -4,7 +4,7 @@
         --pretrained largead/minkunet34-seem-nkw --label-fraction 1 --output-dir runs/ft-nusc-1
     python training/finetune.py --config linear-probe-synthetic --output-dir runs/lp
 
-SLidR's protocol by default (see REFERENCE.md and the configs): SGD momentum 0.9, dampening 0.1, weight decay 1e-4,
+SLidR's protocol by default (valeoai/SLidR ``config/semseg_*.yaml`` and ``downstream/``; see the configs): SGD momentum 0.9, dampening 0.1, weight decay 1e-4,
 cosine schedule over 100 epochs, BatchNorm momentum 0.02 (block-internal BNs 0.1, as SLidR), random rotation about
 z + x/y flips, loss CE + Lovasz-softmax; fine-tuning lr 0.02 / head lr 2.0 for a global batch of 16 (scaled
 linearly with the batch), linear probing lr 0.05 with the backbone frozen and in eval mode.

@@ -1,4 +1,4 @@
-"""Label maps checked value by value against literal expectations typed from REFERENCE.md / the official configs."""
+"""Label maps checked value by value against literal expectations typed from the official configs (semantic-kitti-api config/semantic-kitti.yaml, nuscenes-devkit lidarseg)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_nuscenes_inverse_round_trips():
     np.testing.assert_array_equal(nuscenes_lidarseg_lut()[inv[ids + 1]], ids)
 
 
-# (raw id, official learning-map id) typed from REFERENCE.md "SemanticKITTI raw -> train (0 = ignore)".
+# (raw id, official learning-map id) typed from semantic-kitti-api config/semantic-kitti.yaml (learning_map).
 SEMANTICKITTI_OFFICIAL = [
     (0, 0), (1, 0), (52, 0), (99, 0), (10, 1), (252, 1), (11, 2), (15, 3), (18, 4), (258, 4), (13, 5), (16, 5),
     (20, 5), (256, 5), (257, 5), (259, 5), (30, 6), (254, 6), (31, 7), (253, 7), (32, 8), (255, 8), (40, 9), (60, 9),

@@ -233,7 +233,7 @@ def test_waymo_label_map_value_by_value():
     from largead.data.labels import apply_lut, build_lut
     from largead.data.labels_extra import WAYMO_LEARNING_MAP
 
-    # segmentation.proto ids 0..22 (REFERENCE.md); training id = id - 1, undefined -> ignore
+    # segmentation.proto ids 0..22 (waymo-open-dataset protos/segmentation.proto); training id = id - 1, undefined -> ignore
     proto = ["undefined", "car", "truck", "bus", "other_vehicle", "motorcyclist", "bicyclist", "pedestrian", "sign",
              "traffic_light", "pole", "construction_cone", "bicycle", "motorcycle", "building", "vegetation",
              "tree_trunk", "curb", "road", "lane_marker", "other_ground", "walkable", "sidewalk"]

@@ -1,6 +1,6 @@
 """Readers of the SemanticKITTI-format family: scan files plus per-point label files in sequence folders.
 
-Registered names and their layouts (facts from ``shared/reference/datasets.md``; sources cited per class):
+Registered names and their layouts (sources cited per class):
 
 ======================  ===================================================================================
 ``scribblekitti``       SemanticKITTI tree (via its reader); train labels ``scribbles/``, val (08) ``labels/``
