@@ -120,3 +120,53 @@ def test_convert_official_checkpoint(model_dir, tmp_path):
 def test_convert_missing_file(tmp_path):
     proc = run("convert", str(tmp_path / "none.pt"), str(tmp_path / "out"), check_rc=1)
     assert "none.pt: no such file" in proc.stderr
+
+
+def _snapshot(folder):
+    return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*")) if folder.exists() else None
+
+
+@pytest.mark.parametrize("case", ["list no match", "info unknown", "info typo with org", "convert missing",
+                                  "convert text file", "convert into a non-empty folder", "demo output is a file",
+                                  "unknown flag", "bad subcommand"])
+def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, model_dir):
+    out = tmp_path / "out"
+    text_pt = tmp_path / "text.pt"
+    text_pt.write_text("hello")
+    rc, argv = 1, []
+    if case == "list no match":
+        argv, needle = ["list", "--filter", "*nothing*"], "no model matches"
+    elif case == "info unknown":
+        argv, needle = ["info", "minkunet34-seam-nkw"], "Closest known names"
+    elif case == "info typo with org":
+        argv, needle = ["info", "largead/minkunet34-seem-nwk"], "largead/minkunet34-seem-nkw"
+    elif case == "convert missing":
+        argv, needle = ["convert", str(tmp_path / "none.pt"), str(out)], "none.pt: no such file"
+    elif case == "convert text file":
+        argv, needle = ["convert", str(text_pt), str(out)], "text.pt: not a PyTorch checkpoint"
+    elif case == "convert into a non-empty folder":
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+        enc = LargeADEncoder.from_pretrained(str(model_dir))
+        torch.save({"model_points": enc.state_dict()}, tmp_path / "ok.pt")
+        argv, needle = ["convert", str(tmp_path / "ok.pt"), str(out)], "pass --overwrite"
+    elif case == "demo output is a file":
+        out.write_text("a file")
+        argv, needle = ["demo", "--quick", "--output-dir", str(out)], "out"
+    elif case == "unknown flag":
+        rc, argv, needle = 2, ["list", "--nope"], "unrecognized arguments: --nope"
+    else:
+        rc, argv, needle = 2, ["nope"], "invalid choice"
+    before = _snapshot(out)
+    proc = run(*argv, check_rc=rc)
+    err = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    if rc == 1:
+        assert len(err) == 1 and err[0].startswith("largead: error:"), proc.stderr
+    assert _snapshot(out) == before  # nothing written or changed
+
+
+def test_list_into_a_closed_pipe_exits_quietly():
+    proc = subprocess.run(f"{sys.executable} -m largead.cli list | head -1", shell=True, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.count("\n") == 1 and proc.stderr == ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,60 @@ def test_convert_script_writes_hub_folder(tmp_path, capsys):
     assert _script().main([str(tmp_path / "bad.pt"), str(tmp_path / "out2")]) == 1
     assert "conv0p1s1.kernel" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+
+
+class _Marker:
+    """A pickle that would write a file when loaded with weights_only=False."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _write_bad(kind: str, path):
+    import zipfile
+
+    if kind == "text":
+        path.write_text("hello world\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        torch.save({"model_points": random_state()}, path)
+        path.write_bytes(path.read_bytes()[:2000])
+    elif kind == "zip without data":
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("x.txt", "no tensors")
+    elif kind == "pickled code":
+        torch.save({"model_points": _Marker(path.with_suffix(".marker"))}, path)
+    elif kind == "list":
+        torch.save([1, 2, 3], path)
+    elif kind == "no tensors":
+        torch.save({"model_points": {"conv0p1s1.kernel": "not a tensor"}}, path)
+    elif kind == "wrong shape":
+        state = random_state()
+        state["final.bias"] = torch.zeros(1, 7)
+        state["final.kernel"] = torch.zeros(96, 8)
+        torch.save({"model_points": state}, path)
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("text", "not a PyTorch checkpoint"),
+    ("empty", "not a PyTorch checkpoint"),
+    ("truncated", "not a PyTorch checkpoint"),
+    ("zip without data", "not a PyTorch checkpoint"),
+    ("pickled code", "cannot be read with weights_only=True"),
+    ("list", "expected a dict, got list"),
+    ("no tensors", "is not a dict of tensors"),
+    ("wrong shape", r"wrong shapes \(1\): final.bias"),
+])
+def test_bad_checkpoint_files_are_named_in_one_line(tmp_path, kind, match):
+    path = tmp_path / "bad.pt"
+    _write_bad(kind, path)
+    with pytest.raises((CheckpointMismatchError, ValueError)) as err:
+        load_official_checkpoint(path)
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message, message
+    assert re.search(match, message), message
+    assert not path.with_suffix(".marker").exists()  # no code ran
