@@ -52,6 +52,7 @@ def prepare_view(
     dataset_options: dict[str, Any] | None = None,
     class_names: Sequence[str] | None = None,
     model: Any = None,
+    features: np.ndarray | Sequence[np.ndarray] | None = None,
     input_norm_key: str | None = None,
     superpixels: str | None = None,
     superpixel_options: dict[str, Any] | None = None,
@@ -74,7 +75,7 @@ def prepare_view(
     if model is not None:
         loaded = prepare.load_model(model, device=device, offline=offline)
         norm_key, note = prepare.choose_norm_key(loaded, src.dataset, input_norm_key)
-    return build_view(src, loaded, norm_key=norm_key, norm_note=note, superpixels=superpixels,
+    return build_view(src, loaded, features=features, norm_key=norm_key, norm_note=note, superpixels=superpixels,
                       superpixel_options=superpixel_options, segments=segments, query=query, title=title,
                       options=ViewOptions(**options))
 
@@ -91,6 +92,7 @@ def view(
     dataset_options: dict[str, Any] | None = None,
     class_names: Sequence[str] | None = None,
     model: Any = None,
+    features: np.ndarray | Sequence[np.ndarray] | None = None,
     input_norm_key: str | None = None,
     superpixels: str | None = None,
     superpixel_options: dict[str, Any] | None = None,
@@ -131,6 +133,8 @@ def view(
             ``SegmentationModel`` (folder with ``segmentation.json``: predicted classes, and its decoder features).
         input_norm_key: which of the model's per-dataset intensity normalisations to apply (default: the dataset's
             name when the model has statistics for it, a fine-tuned model's own key, else raw intensity).
+        features: per-point features computed elsewhere (``largead embed``'s ``.npy``), ``(N, D)`` for all points
+            of all frames or one array per frame, instead of a model.
         device, offline: where to run the model; never contact the Hub.
 
     Extra colour modes:
@@ -149,8 +153,8 @@ def view(
     """
     data = prepare_view(
         scan, dataset=dataset, root=root, split=split, index=index, frames=frames, dataset_options=dataset_options,
-        class_names=class_names, model=model, input_norm_key=input_norm_key, superpixels=superpixels,
-        superpixel_options=superpixel_options, segments=segments, cameras=cameras, query=query, title=title,
+        class_names=class_names, model=model, features=features, input_norm_key=input_norm_key,
+        superpixels=superpixels, superpixel_options=superpixel_options, segments=segments, cameras=cameras, query=query, title=title,
         device=device, offline=offline, max_image_width=max_image_width, image_format=image_format,
         image_quality=image_quality, feature_dtype=feature_dtype, point_size=point_size,
         segment_params=segment_params, superpixel_ignore_zero=superpixel_ignore_zero)

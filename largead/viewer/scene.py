@@ -11,9 +11,9 @@ array              dtype, shape           content
 ``pred``           int16 (N,)             predicted training ids (fine-tuned segmentation model)
 ``features``       int8 / float16 / f32   per-point features (:func:`~largead.viewer.prepare.quantize_features`)
 ``pca``            uint8 (N, 3)           first three principal components of the features as RGB
-``superpoints``    int32 (N,)             global superpixel id of each point's pixel, -1 unpaired
+``superpoints``    int16/32 (N,)          global superpixel id of each point's pixel, -1 unpaired
 ``sp_palette``     uint8 (S, 3)           colour of each superpixel id (same colours as the image overlays)
-``segments``       int32 (N,)             RANSAC ground + HDBSCAN segment, -1 ground / noise
+``segments``       int16/32 (N,)          RANSAC ground + HDBSCAN segment, -1 ground / noise
 ``seg_palette``    uint8 (K, 3)           colour of each segment
 ``proj_index``     uint32 (P,)            point of each projection into a camera image
 ``proj_uv``        float32 (P, 2)         its pixel (u = column, v = row) in the *original* image, as
@@ -104,6 +104,7 @@ def build_view(
     source: prepare.Source,
     model: prepare.LoadedModel | None = None,
     *,
+    features: np.ndarray | Sequence[np.ndarray] | None = None,
     norm_key: str | None = None,
     norm_note: str | None = None,
     superpixels: str | None = None,
@@ -115,7 +116,8 @@ def build_view(
 ) -> ViewData:
     """Prepare a view of ``source``'s frames (see :func:`largead.viewer.view` for the arguments).
 
-    ``norm_key`` is the model's ``input_norm`` key and ``norm_note`` the sentence saying why (both from
+    ``features``: per-point features computed elsewhere (e.g. ``largead embed``), ``(N, D)`` for all frames
+    points in order or one ``(N_k, D)`` array per frame, instead of a ``model``. ``norm_key`` is the model's ``input_norm`` key and ``norm_note`` the sentence saying why (both from
     :func:`~largead.viewer.prepare.choose_norm_key`).
     ``segments=None`` computes the RANSAC + HDBSCAN segments only for a sequence of two or more frames. ``query``:
     a point (index into all points, frame after frame) picked when the page opens.
@@ -170,17 +172,24 @@ def build_view(
 
     # ---- model: features, predictions, PCA
     feature_meta = None
-    if model is not None:
-        feats, preds = prepare.run_model(model, frames, norm_key)
+    if model is not None and features is not None:
+        raise ValueError("give a model or features, not both")
+    if model is not None or features is not None:
+        if model is not None:
+            feats, preds = prepare.run_model(model, frames, norm_key)
+            description, model_name = model.feature_description, model.name
+        else:
+            feats, preds = _given_features(features, counts), None
+            description, model_name = f"given features ({feats[0].shape[1]}-d)", "none (features given)"
         lap("model")
         f_all = np.concatenate(feats, 0)
         stored, _ = prepare.quantize_features(f_all, opts.feature_dtype)
         arrays["features"] = stored.view(np.uint16) if opts.feature_dtype == "float16" else stored
         arrays["pca"] = prepare.pca_rgb(f_all)
         feature_meta = {"array": "features", "dtype": opts.feature_dtype, "dim": int(f_all.shape[1]),
-                        "description": model.feature_description}
-        info.append(["model", model.name])
-        info.append(["features", f"{model.feature_description}, stored as {opts.feature_dtype}"])
+                        "description": description}
+        info.append(["model", model_name])
+        info.append(["features", f"{description}, stored as {opts.feature_dtype}"])
         modes.append(_mode("pca", "features (PCA \u2192 RGB)", "rgb", array="pca"))
         if preds is not None:
             pred = np.concatenate(preds).astype(np.int64)
@@ -241,7 +250,7 @@ def build_view(
 
         params = opts.segment_params or SegmentParams(downsample=0.1)
         seg, k_seg = prepare.compact_ids(np.concatenate(prepare.sequence_segments(frames, params)))
-        arrays["segments"] = seg
+        arrays["segments"] = _small_ids(seg)
         arrays["seg_palette"] = id_palette(max(k_seg, 1), seed=7)
         label = "temporal segments" if len(frames) > 1 else "segments"
         modes.append(_mode("segments", f"{label} (RANSAC ground + HDBSCAN)", "ids", array="segments",
@@ -277,6 +286,27 @@ def build_view(
     return ViewData(meta=prepare.json_safe(meta), arrays=arrays, seconds=seconds)
 
 
+def _small_ids(ids: np.ndarray) -> np.ndarray:
+    """Ids (``-1`` = none) as int16 when they fit, else int32: half the bytes for the usual few thousand ids."""
+    return ids.astype(np.int16 if int(ids.max(initial=-1)) < 32767 else np.int32)
+
+
+def _given_features(features: np.ndarray | Sequence[np.ndarray], counts: np.ndarray) -> list[np.ndarray]:
+    """Split / check features given by the caller: one (N_k, D) float array per frame."""
+    if isinstance(features, np.ndarray):
+        if features.ndim != 2 or len(features) != int(counts.sum()):
+            raise ValueError(f"features must be ({int(counts.sum())}, D) for the {int(counts.sum())} points of the "
+                             f"frames, got shape {features.shape}")
+        return np.split(np.asarray(features, dtype=np.float32), np.cumsum(counts)[:-1])
+    parts = [np.asarray(f, dtype=np.float32) for f in features]
+    if len(parts) != len(counts):
+        raise ValueError(f"got features for {len(parts)} frames, but there are {len(counts)}")
+    for k, (f, c) in enumerate(zip(parts, counts)):
+        if f.ndim != 2 or len(f) != c or f.shape[1] != parts[0].shape[1]:
+            raise ValueError(f"features of frame {k} must be ({int(c)}, {parts[0].shape[1]}), got shape {f.shape}")
+    return parts
+
+
 def _add_superpoints(frames: Sequence[Any], frame_meta: list[dict[str, Any]], offsets: np.ndarray,
                      arrays: dict[str, np.ndarray], modes: list[dict[str, Any]], info: list[list[str]],
                      name: str, source_options: dict[str, Any], opts: ViewOptions) -> None:
@@ -301,7 +331,7 @@ def _add_superpoints(frames: Sequence[Any], frame_meta: list[dict[str, Any]], of
         bases.append((base, offs))
         base += int(offs[-1])
     palette = id_palette(max(base, 1))
-    arrays["superpoints"] = np.concatenate(point_ids).astype(np.int32)
+    arrays["superpoints"] = _small_ids(np.concatenate(point_ids))
     arrays["sp_palette"] = palette
     for fm, maps, f, (b, offs) in zip(frame_meta, maps_all, frames, bases):
         for c, (cam_meta, m, cam) in enumerate(zip(fm["cameras"], maps, f.cameras)):

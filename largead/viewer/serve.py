@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import sys
 import webbrowser
 from collections.abc import Callable
 from pathlib import Path
@@ -47,10 +48,12 @@ def make_server(page: str | os.PathLike, host: str = "127.0.0.1", port: int = 0
 
 def serve(page: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, open_browser: bool = False,
           log: Callable[[str], None] = print) -> None:
-    """Serve ``page`` until interrupted (Ctrl-C); print its URL first and open it in a browser if asked."""
+    """Serve ``page`` until interrupted (Ctrl-C); print its URL first (flushed, also into a pipe) and open it in a
+    browser if asked."""
     server, url = make_server(page, host, port)
     with server:
         log(f"serving {page} at {url}  (Ctrl-C to stop)")
+        sys.stdout.flush()
         if open_browser:
             webbrowser.open(url)
         try:

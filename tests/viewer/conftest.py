@@ -46,7 +46,8 @@ def segmentation_dir(tmp_path_factory):
     writes it: SegmentationModel.save_pretrained with the dataset it was trained on."""
     folder = tmp_path_factory.mktemp("segmentation")
     torch.manual_seed(1)
-    encoder = LargeADEncoder(LargeADConfig(backbone="minkunet14", out_channels=16))
+    encoder = LargeADEncoder(LargeADConfig(backbone="minkunet14", out_channels=16,
+                                           input_norm={"semantickitti": (0.5, 0.29)}))
     model = SegmentationModel(encoder, len(SEMANTICKITTI_CLASSES), mode="finetune", class_names=SEMANTICKITTI_CLASSES)
     model.save_pretrained(folder, dataset="semantickitti", input_norm_key="semantickitti")
     return folder

@@ -37,7 +37,7 @@ def test_arrays_and_modes_of_a_labelled_sequence_with_a_model(sk_view):
     assert view.meta["num_points"] == n == 6000
     assert a["positions"].shape == (n, 3) and a["positions"].dtype == np.float32
     assert a["gt"].dtype == np.int16 and a["features"].dtype == np.int8 and a["features"].shape == (n, 16)
-    assert a["pca"].shape == (n, 3) and a["superpoints"].dtype == np.int32 and a["segments"].shape == (n,)
+    assert a["pca"].shape == (n, 3) and a["superpoints"].dtype == np.int16 and a["segments"].shape == (n,)
     keys = [m["key"] for m in view.meta["modes"]]
     assert keys == ["height", "intensity", "gt", "pca", "similarity", "superpoints", "segments"]
     assert "pred" not in a  # an encoder gives features, not classes

@@ -646,7 +646,8 @@ function renderLegend() {
         el('span', { class: 'swatch', style: `background: ${entry.color}` }), el('span', {}, entry.name),
         el('span', { class: 'count' }, String(entry.count))));
     }
-    rows.push(el('div', { class: 'muted' }, 'colours: ' + m.palette_source));
+    rows.push(el('div', { class: 'muted' }, 'colours: ' + m.palette_source
+      + (frames.length > 1 ? `; counts over all ${frames.length} frames` : '')));
   } else if (m.kind === 'ids') {
     rows.push(el('div', { class: 'muted' }, m.legend_text));
   } else if (m.kind === 'rgb') {
@@ -729,7 +730,19 @@ function pickIndex(i) {
     requestRender();
   }
   renderPointInfo();
-  return done;
+  return done.then(revealInStrip);
+}
+
+/** Scroll the camera strip so that the first image showing the clicked point is in view. */
+function revealInStrip() {
+  const hit = imageHits(state.pick)[0];
+  if (!hit) return;
+  const c = stripCameras.find((e) => e.index === hit.camera);
+  const box = c.base.parentElement;
+  const left = box.offsetLeft - strip.offsetLeft;
+  if (left < strip.scrollLeft || left + box.offsetWidth > strip.scrollLeft + strip.clientWidth) {
+    strip.scrollLeft = Math.max(0, left - (strip.clientWidth - box.offsetWidth) / 2);
+  }
 }
 
 function clearPick() {
