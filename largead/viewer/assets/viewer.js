@@ -255,7 +255,7 @@ THREE.ColorManagement.enabled = false;
 const host = document.getElementById('canvas-host');
 let renderer;
 try {
-  renderer = new THREE.WebGLRenderer({ antialias: false, preserveDrawingBuffer: true });
+  renderer = new THREE.WebGLRenderer({ antialias: false });
 } catch (err) {
   showMessage('This page needs WebGL, which this browser could not start: ' + err.message);
   throw err;
@@ -458,7 +458,8 @@ renderer.domElement.addEventListener('pointerleave', () => setHover(-1));
 // where the hovered (white) and clicked (red) points land.
 
 const strip = document.getElementById('strip');
-const imageCache = new Map(); // data URL -> decoded HTMLImageElement
+const imageCache = new Map(); // data URL -> promise of the decoded HTMLImageElement
+const pixelCache = new Map(); // data URL -> ImageData of the image at its canvas size
 let stripCameras = []; // [{slot, meta, base, overlay, ctx, octx, pixels: ImageData of the background}]
 
 function loadImage(url) {
@@ -509,9 +510,12 @@ async function drawStrip() {
   for (const c of stripCameras) {
     const url = backgroundUrl(c);
     if (c.background !== url) {
-      const img = await loadImage(url);
-      c.ctx.drawImage(img, 0, 0, c.base.width, c.base.height);
-      c.pixels = c.ctx.getImageData(0, 0, c.base.width, c.base.height);
+      if (!pixelCache.has(url)) {
+        const img = await loadImage(url);
+        c.ctx.drawImage(img, 0, 0, c.base.width, c.base.height);
+        pixelCache.set(url, c.ctx.getImageData(0, 0, c.base.width, c.base.height));
+      }
+      c.pixels = pixelCache.get(url);
       c.background = url;
     }
     const out = new ImageData(new Uint8ClampedArray(c.pixels.data), c.pixels.width, c.pixels.height);
@@ -519,7 +523,8 @@ async function drawStrip() {
     const H = out.height;
     const sx = W / c.meta.width;
     const sy = H / c.meta.height;
-    const r = Math.max(1, Math.round(W / 480)); // half the size of a drawn point, in canvas pixels
+    // half the size of a drawn point in canvas pixels: about 1.5 screen pixels however the canvas is scaled
+    const r = Math.max(1, Math.round(1.5 * c.base.height / Math.max(1, c.base.clientHeight || c.base.height)));
     const outline = state.mode === 'superpoints'; // points on the overlay have their region's colour: ring them
     const d = out.data;
     const [p0, p1] = c.meta.proj;
@@ -798,9 +803,12 @@ function setPointSize(s) {
   renderNow();
 }
 
-/** Rotate the view a little every animation frame for `count` frames; report render and frame times (ms). */
+/** Rotate the view a little every animation frame for `count` frames; report render and frame times (ms).
+ * render_ms: renderer.render() until the GPU has finished (a one-pixel readPixels waits for it);
+ * frame_interval_ms: time between animation frames, i.e. what a user sees while orbiting. */
 async function benchmark(count = 120) {
   const gl = renderer.getContext();
+  const pixel = new Uint8Array(4);
   const render = [];
   const interval = [];
   let last = null;
@@ -813,7 +821,7 @@ async function benchmark(count = 120) {
     camera.lookAt(controls.target);
     const t0 = performance.now();
     renderer.render(scene, camera);
-    gl.finish(); // include the GPU's work
+    gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, pixel); // waits for the GPU's work
     render.push(performance.now() - t0);
   }
   controls.update();
@@ -829,7 +837,8 @@ async function benchmark(count = 120) {
 async function timeModeSwitch(key) {
   const t0 = performance.now();
   await setMode(key);
-  renderer.getContext().finish();
+  const gl = renderer.getContext();
+  gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4));
   return performance.now() - t0;
 }
 
@@ -881,6 +890,14 @@ Object.assign(api, {
   visibleRange,
   setPointSize,
   resetView,
+  /** Camera position and orbit target, in the first frame's LiDAR coordinates (metres). */
+  getView: () => ({ position: camera.position.toArray(), target: controls.target.toArray() }),
+  setView: ({ position, target }) => {
+    camera.position.fromArray(position);
+    controls.target.fromArray(target);
+    controls.update();
+    renderNow();
+  },
   renderNow,
   /** Colours of points start..end-1 as a plain array [r0, g0, b0, r1, ...]. */
   getColors: (start = 0, end = N) => Array.from(colors.subarray(3 * start, 3 * end)),
