@@ -3,6 +3,7 @@ predictions. See :func:`view`."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,9 +69,8 @@ def prepare_view(
     src = _source(scan, dataset, root, split, index, frames, dataset_options, cameras)
     if class_names is not None:
         src.class_names = tuple(class_names)
-    if not cameras:
-        for f in src.frames:
-            f.cameras = []
+    if not cameras:  # copies: the caller's frames keep their cameras
+        src.frames = [dataclasses.replace(f, cameras=[]) for f in src.frames]
     loaded = norm_key = note = None
     if model is not None:
         loaded = prepare.load_model(model, device=device, offline=offline)

@@ -503,7 +503,7 @@ def json_safe(obj: Any) -> Any:
 __all__ = [
     "FEATURE_DTYPES", "IMAGE_FORMATS", "LoadedModel", "Source", "choose_norm_key", "compact_ids", "cosine_to",
     "dequantize_features", "encode_image", "legend", "load_model", "load_scan", "open_dataset", "pca_rgb",
-    "project_points", "quantize_features", "robust_range", "run_model", "semantickitti_layout", "sequence_indices",
+    "quantize_features", "robust_range", "run_model", "semantickitti_layout", "sequence_indices",
     "sequence_segments", "source_from_dataset", "source_from_points", "source_from_scan", "superpixel_overlay",
     "superpoints", "view_transforms",
 ]

@@ -24,6 +24,7 @@ def test_view_of_frames_arrays_and_datasets(tmp_path):
     frames = make_frames(("s",), frames_per_sequence=2, num_points=300, image_size=(24, 40))
     data = prepare_view(frames, segments=False, cameras=False)
     assert data.meta["num_points"] == 600 and all(not f["cameras"] for f in data.meta["frames"])
+    assert all(len(f.cameras) == 6 for f in frames)  # the caller's frames are left alone
     data = prepare_view(frames[0], class_names=[f"c{i}" for i in range(16)], segments=False)
     gt = next(m for m in data.meta["modes"] if m["key"] == "gt")
     assert gt["names"][3] == "c3" and "fixed palette" in gt["palette_source"]

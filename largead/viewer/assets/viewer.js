@@ -920,6 +920,8 @@ Object.assign(api, {
 async function start() {
   setupControls();
   renderAbout();
+  state.mode = meta.initial.mode; // colour the points before the first frame is drawn
+  computeColors();
   resize();
   resetView();
   await setFrame(0);
