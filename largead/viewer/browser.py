@@ -42,8 +42,9 @@ def _which(candidates: tuple[str, ...]) -> str | None:
 
 def find_browser() -> tuple[str, str] | None:
     """``(chromium, chromedriver)`` paths (``LARGEAD_CHROMIUM`` / ``LARGEAD_CHROMEDRIVER`` override), or ``None``."""
-    chromium = os.environ.get("LARGEAD_CHROMIUM") or _which(CHROMIUM_CANDIDATES)
-    driver = os.environ.get("LARGEAD_CHROMEDRIVER") or _which(CHROMEDRIVER_CANDIDATES)
+    env_chromium, env_driver = os.environ.get("LARGEAD_CHROMIUM"), os.environ.get("LARGEAD_CHROMEDRIVER")
+    chromium = _which((env_chromium,)) if env_chromium else _which(CHROMIUM_CANDIDATES)
+    driver = _which((env_driver,)) if env_driver else _which(CHROMEDRIVER_CANDIDATES)
     return (chromium, driver) if chromium and driver else None
 
 

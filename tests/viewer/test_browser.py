@@ -38,6 +38,16 @@ def require_browser() -> None:
     pytest.skip(reason)
 
 
+def test_a_missing_browser_skips_here_and_fails_under_ci(monkeypatch):
+    monkeypatch.setenv("LARGEAD_CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install -y chromium chromium-driver"):
+        require_browser()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true and the viewer's browser test cannot run"):
+        require_browser()
+
+
 @pytest.fixture(scope="module")
 def written(sk_scan, encoder_dir, tmp_path_factory):
     model = os.environ.get("LARGEAD_VIEWER_TEST_MODEL") or str(encoder_dir)
