@@ -30,8 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from largead.viewer import ViewOptions, build_view, write_view  # noqa: E402
-from largead.viewer import prepare  # noqa: E402
+from largead.viewer import (  # noqa: E402
+    ViewOptions,
+    build_view,
+    prepare,  # noqa: E402
+    write_view,
+)
 
 
 def synthetic_frame(beams: int, azimuth: float, image_size: tuple[int, int]):
@@ -111,7 +115,9 @@ def interactivity(model: prepare.LoadedModel, out_dir: Path) -> list[dict]:
             picks = b.js("""
                 const v = largeadViewer; v.resetView();
                 let t = performance.now(); v.pickAt(640, 300); const cold = performance.now() - t;
-                t = performance.now(); for (let k = 0; k < 10; k++) v.pickAt(600 + 8 * k, 300); const warm = (performance.now() - t) / 10;
+                t = performance.now();
+                for (let k = 0; k < 10; k++) v.pickAt(600 + 8 * k, 300);
+                const warm = (performance.now() - t) / 10;
                 return [cold, warm];""")
             errors = b.js("return largeadViewer.errors")
         row = {"points": frame.num_points, "file_mb": round(page.stat().st_size / 1e6, 2), "ready_s": round(ready, 2),

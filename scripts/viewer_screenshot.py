@@ -1,6 +1,7 @@
 """The picture of ``largead view`` in the docs (docs/viewer.png): a page for three frames of the synthetic world (the
-demo's 8-beam LiDAR) with six cameras, an encoder's features and synthetic-vfm superpoints, opened in headless Chromium with a point on a car
-clicked (the similarity mode, the paper's Figure 4), captured and reduced to 256 colours.
+demo's 8-beam LiDAR) with six cameras, an encoder's features and synthetic-vfm superpoints, opened in headless
+Chromium with a point on a car clicked (the similarity mode, the paper's Figure 4), captured and reduced to 256
+colours.
 
     python scripts/viewer_screenshot.py --model outputs/demo/pretrain/encoder [--out docs/viewer.png]
 

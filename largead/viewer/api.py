@@ -154,7 +154,8 @@ def view(
     data = prepare_view(
         scan, dataset=dataset, root=root, split=split, index=index, frames=frames, dataset_options=dataset_options,
         class_names=class_names, model=model, features=features, input_norm_key=input_norm_key,
-        superpixels=superpixels, superpixel_options=superpixel_options, segments=segments, cameras=cameras, query=query, title=title,
+        superpixels=superpixels, superpixel_options=superpixel_options, segments=segments, cameras=cameras,
+        query=query, title=title,
         device=device, offline=offline, max_image_width=max_image_width, image_format=image_format,
         image_quality=image_quality, feature_dtype=feature_dtype, point_size=point_size,
         segment_params=segment_params, superpixel_ignore_zero=superpixel_ignore_zero)

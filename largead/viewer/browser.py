@@ -60,7 +60,7 @@ def missing_reason() -> str | None:
 
 
 class Browser:
-    """A headless Chromium window of ``width`` x ``height`` CSS pixels with a fresh profile; use as a context manager."""
+    """A headless Chromium window of ``width`` x ``height`` CSS pixels with a fresh profile (a context manager)."""
 
     def __init__(self, width: int = 1280, height: int = 800) -> None:
         from selenium import webdriver

@@ -24,8 +24,8 @@ import json
 import os
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -159,7 +159,8 @@ def read_page(page: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
         elif (attrs.get("id") or "").startswith("largead-array-"):
             shape = tuple(int(v) for v in (attrs.get("data-shape") or "").split(",") if v)
             dtype = np.dtype(attrs["data-dtype"]).newbyteorder("<")
-            arrays[attrs["id"][len("largead-array-"):]] = np.frombuffer(base64.b64decode(text), dtype=dtype).reshape(shape)
+            data = np.frombuffer(base64.b64decode(text), dtype=dtype)
+            arrays[attrs["id"][len("largead-array-"):]] = data.reshape(shape)
     if meta is None:
         raise ValueError(f"{page}: no largead-meta block; not a page written by largead view")
     return meta, arrays

@@ -44,7 +44,8 @@ NUSCENES_COLORMAP_RGB: dict[str, tuple[int, int, int]] = {
     "human.pedestrian.stroller": (240, 128, 128), "human.pedestrian.wheelchair": (138, 43, 226),
     "movable_object.barrier": (112, 128, 144), "movable_object.debris": (210, 105, 30),
     "movable_object.pushable_pullable": (105, 105, 105), "movable_object.trafficcone": (47, 79, 79),
-    "static_object.bicycle_rack": (188, 143, 143), "vehicle.bicycle": (220, 20, 60), "vehicle.bus.bendy": (255, 127, 80),
+    "static_object.bicycle_rack": (188, 143, 143), "vehicle.bicycle": (220, 20, 60),
+    "vehicle.bus.bendy": (255, 127, 80),
     "vehicle.bus.rigid": (255, 69, 0), "vehicle.car": (255, 158, 0), "vehicle.construction": (233, 150, 70),
     "vehicle.emergency.ambulance": (255, 83, 0), "vehicle.emergency.police": (255, 215, 0),
     "vehicle.motorcycle": (255, 61, 99), "vehicle.trailer": (255, 140, 0), "vehicle.truck": (255, 99, 71),
@@ -55,7 +56,7 @@ NUSCENES_COLORMAP_RGB: dict[str, tuple[int, int, int]] = {
 """nuscenes-devkit ``get_colormap()`` (RGB, as in the file)."""
 
 IGNORE_RGB: tuple[int, int, int] = tuple(int(round(255 * c)) for c in IGNORE_COLOR)  # type: ignore[assignment]
-"""Colour of ignored / unlabelled points and of points without a superpoint or segment (``largead.viz.IGNORE_COLOR``)."""
+"""Colour of ignored / unlabelled points and of points with no superpoint or segment (``largead.viz.IGNORE_COLOR``)."""
 
 
 def semantickitti_palette() -> np.ndarray:

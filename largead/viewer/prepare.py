@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from largead.data.frame import IGNORE_INDEX, Frame
-from largead.data.geometry import frame_pairs, invert_rigid, project_points, transform_points
+from largead.data.geometry import frame_pairs, invert_rigid, transform_points
 
 FEATURE_DTYPES = ("int8", "float16", "float32")
 IMAGE_FORMATS = ("jpeg", "png")
@@ -179,7 +179,8 @@ def source_from_scan(path: str | os.PathLike, frames: int = 1, cameras: bool = T
     index = stems.index(stem)
     src = source_from_dataset(ds, index, frames)
     if src.frames[0].token != f"{seq}/{stem}":  # the reader orders files as sorted() does; check, do not assume
-        raise RuntimeError(f"{path}: the SemanticKITTI reader returned frame {src.frames[0].token}, expected {seq}/{stem}")
+        raise RuntimeError(f"{path}: the SemanticKITTI reader returned frame {src.frames[0].token}, "
+                           f"expected {seq}/{stem}")
     src.description = f"{path} (SemanticKITTI sequence {seq}" + ("" if has_labels else ", no labels") + ")"
     return src
 
@@ -194,7 +195,7 @@ def source_from_points(points: np.ndarray, name: str = "points") -> Source:
 
 
 def view_transforms(frames: Sequence[Frame]) -> list[np.ndarray]:
-    """(4, 4) transforms taking each frame's LiDAR points into the LiDAR frame of the first: ``inv(pose_0) @ pose_k``."""
+    """(4, 4) transforms from each frame's LiDAR frame to the first frame's: ``inv(pose_0) @ pose_k``."""
     base = invert_rigid(frames[0].pose)
     return [base @ np.asarray(f.pose, dtype=np.float64) for f in frames]
 
@@ -406,10 +407,11 @@ def superpixel_overlay(image: np.ndarray, ids: np.ndarray, palette: np.ndarray, 
 # Superpoints and segments
 # --------------------------------------------------------------------------------------------------------------------
 def superpoints(frame: Frame, maps: Sequence[np.ndarray], ignore_zero: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Superpoint of every point of ``frame`` from its cameras' superpixel ``maps``: ``(point_ids (N,), offsets (C+1,))``.
+    """Superpoint of each point of ``frame`` from its cameras' superpixel ``maps``: ``(ids (N,), offsets (C+1,))``.
 
     Points and pixels are paired by :func:`largead.data.geometry.frame_pairs` (SLidR's rule) and ids made global over
-    the cameras by :func:`largead.superpixels.superpoint_ids` (``offsets`` as :func:`~largead.superpixels.segment_offsets`).
+    the cameras by :func:`largead.superpixels.superpoint_ids` (``offsets``: see
+    :func:`~largead.superpixels.segment_offsets`).
     A point seen by several cameras takes its first camera's superpixel; with ``ignore_zero`` pixels of id 0 ("no
     mask" for SAM / panoptic sources) pair with nothing. Unpaired points get -1.
     """

@@ -116,8 +116,9 @@ def build_view(
 ) -> ViewData:
     """Prepare a view of ``source``'s frames (see :func:`largead.viewer.view` for the arguments).
 
-    ``features``: per-point features computed elsewhere (e.g. ``largead embed``), ``(N, D)`` for all frames
-    points in order or one ``(N_k, D)`` array per frame, instead of a ``model``. ``norm_key`` is the model's ``input_norm`` key and ``norm_note`` the sentence saying why (both from
+    ``features``: per-point features computed elsewhere (e.g. ``largead embed``), ``(N, D)`` for all frames'
+    points in order or one ``(N_k, D)`` array per frame, instead of a ``model``. ``norm_key`` is the model's
+    ``input_norm`` key and ``norm_note`` the sentence saying why (both from
     :func:`~largead.viewer.prepare.choose_norm_key`).
     ``segments=None`` computes the RANSAC + HDBSCAN segments only for a sequence of two or more frames. ``query``:
     a point (index into all points, frame after frame) picked when the page opens.
@@ -139,7 +140,8 @@ def build_view(
     offsets = np.concatenate([[0], np.cumsum(counts)])
     n = int(offsets[-1])
     transforms = prepare.view_transforms(frames)
-    positions = np.concatenate([transform_points(f.points, t) for f, t in zip(frames, transforms)]).astype(np.float32)
+    moved = [transform_points(f.points, t) for f, t in zip(frames, transforms, strict=True)]
+    positions = np.concatenate(moved).astype(np.float32)
     intensity = np.concatenate([f.points[:, 3] for f in frames]).astype(np.float32)
     arrays: dict[str, np.ndarray] = {"positions": positions, "intensity": intensity}
     info: list[list[str]] = [["input", source.description or "points"]]
@@ -216,7 +218,7 @@ def build_view(
     proj_index, proj_uv = [], []
     p_count = 0
     frame_meta = []
-    for k, (f, t) in enumerate(zip(frames, transforms)):
+    for k, (f, t) in enumerate(zip(frames, transforms, strict=True)):
         cams = []
         for cam in f.cameras:
             valid, uv = project_points(f.points, cam.lidar_to_camera, cam.intrinsics, cam.height, cam.width)
@@ -301,7 +303,7 @@ def _given_features(features: np.ndarray | Sequence[np.ndarray], counts: np.ndar
     parts = [np.asarray(f, dtype=np.float32) for f in features]
     if len(parts) != len(counts):
         raise ValueError(f"got features for {len(parts)} frames, but there are {len(counts)}")
-    for k, (f, c) in enumerate(zip(parts, counts)):
+    for k, (f, c) in enumerate(zip(parts, counts, strict=True)):
         if f.ndim != 2 or len(f) != c or f.shape[1] != parts[0].shape[1]:
             raise ValueError(f"features of frame {k} must be ({int(c)}, {parts[0].shape[1]}), got shape {f.shape}")
     return parts
@@ -333,8 +335,8 @@ def _add_superpoints(frames: Sequence[Any], frame_meta: list[dict[str, Any]], of
     palette = id_palette(max(base, 1))
     arrays["superpoints"] = _small_ids(np.concatenate(point_ids))
     arrays["sp_palette"] = palette
-    for fm, maps, f, (b, offs) in zip(frame_meta, maps_all, frames, bases):
-        for c, (cam_meta, m, cam) in enumerate(zip(fm["cameras"], maps, f.cameras)):
+    for fm, maps, f, (b, offs) in zip(frame_meta, maps_all, frames, bases, strict=True):
+        for c, (cam_meta, m, cam) in enumerate(zip(fm["cameras"], maps, f.cameras, strict=True)):
             gid = m.astype(np.int64) + offs[c] + b
             if ignore_zero:
                 gid = np.where(m == 0, -1, gid)

@@ -54,7 +54,7 @@ def test_semantickitti_layout_scan_is_opened_through_the_reader(sk_tree, sk_scan
     ds = SemanticKITTIDataset(root, split="val", cameras=True)
     assert src.dataset == "semantickitti" and src.class_names == ds.class_names
     assert [f.token for f in src.frames] == ["08/000000", "08/000001", "08/000002"]
-    for got, expected in zip(src.frames, (ds[0], ds[1], ds[2])):
+    for got, expected in zip(src.frames, (ds[0], ds[1], ds[2]), strict=True):
         np.testing.assert_array_equal(got.points, expected.points)
         np.testing.assert_array_equal(got.labels, expected.labels)
         np.testing.assert_allclose(got.pose, expected.pose)
@@ -202,7 +202,7 @@ def test_sequence_segments_of_two_frames_equal_segment_pair():
     params = SegmentParams(min_cluster_size=20)
     got = prepare.sequence_segments(frames, params)
     ref = segment_pair(frames[0].points, frames[0].pose, frames[1].points, frames[1].pose, params)
-    for g, r in zip(got, ref):
+    for g, r in zip(got, ref, strict=True):
         np.testing.assert_array_equal(g, r)
     assert (got[0][:1500] == -1).mean() > 0.95  # the ground is removed
     assert len(np.unique(got[0][got[0] >= 0])) >= 3
@@ -243,7 +243,7 @@ def test_run_model_predictions_match_the_segmentation_model(segmentation_dir, sk
     frames = sk_tree[1][:2]
     feats, preds = prepare.run_model(model, frames, None)
     reference = SegmentationModel.from_pretrained(segmentation_dir).eval()
-    for f, feat, pred in zip(frames, feats, preds):
+    for f, feat, pred in zip(frames, feats, preds, strict=True):
         batch = reference.encoder.voxelize([torch.from_numpy(f.points)])
         with torch.no_grad():
             logits = reference.point_logits(batch)

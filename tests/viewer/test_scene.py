@@ -71,9 +71,9 @@ def test_ground_truth_legend_uses_semantickitti_colours(sk_view):
 def test_projections_agree_with_the_library_and_a_pinhole_model(nuscenes_like):
     view = build_view(prepare.Source(frames=nuscenes_like), segments=False)
     idx, uv = view.arrays["proj_index"], view.arrays["proj_uv"]
-    for k, (f, fm) in enumerate(zip(nuscenes_like, view.meta["frames"])):
+    for f, fm in zip(nuscenes_like, view.meta["frames"], strict=True):
         assert len(fm["cameras"]) == 6
-        for cam, cm in zip(f.cameras, fm["cameras"]):
+        for cam, cm in zip(f.cameras, fm["cameras"], strict=True):
             a, b = cm["proj"]
             valid, ref = project_points(f.points, cam.lidar_to_camera, cam.intrinsics, cam.height, cam.width)
             local = idx[a:b].astype(np.int64) - fm["offset"]
