@@ -201,3 +201,25 @@ def test_viewer_in_chromium(written, sk_scan):
         assert severe == []
         if os.environ.get("LARGEAD_VIEWER_SCREENSHOT"):
             b.driver.save_screenshot(os.environ["LARGEAD_VIEWER_SCREENSHOT"])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_float_features_are_decoded_in_the_page(dtype, tmp_path):
+    """The page decodes float16 bit patterns (and float32) itself: its similarities equal numpy's on the stored
+    values."""
+    require_browser()
+    from largead.viewer import view
+
+    rng = np.random.default_rng(0)
+    pts = np.c_[rng.uniform(-20, 20, (800, 2)), rng.uniform(-2, 2, 800), rng.uniform(0, 1, 800)].astype(np.float32)
+    feats = rng.normal(size=(800, 12)).astype(np.float32) * [1e-3, 1, 10, 100, 0.5, 2, 3, 4, 5, 6, 7, 8]
+    page = view(pts, tmp_path / "f.html", features=feats, feature_dtype=dtype, query=17)
+    _, arrays = read_page(page)
+    stored = arrays["features"].view(np.float16) if dtype == "float16" else arrays["features"]
+    expected = cosine_to(stored.astype(np.float64), 17)
+    with Browser(800, 600) as b:
+        b.open(page)
+        assert b.js("return [largeadViewer.getMode(), largeadViewer.getPick()]") == ["similarity", 17]
+        got = np.array(b.js("return Array.from({length: 800}, (_, i) => largeadViewer.getSimilarity(i))"))
+        assert b.js("return largeadViewer.errors") == []
+    np.testing.assert_allclose(got, expected, atol=2e-6)
