@@ -5,6 +5,7 @@
     largead datasets                              registered dataset readers
     largead embed SCAN --model NAME --out F.npy   per-point features of one scan (.bin, .pcd.bin, .npy, .npz)
     largead convert OFFICIAL.pt OUT_DIR           SLidR/Seal checkpoint -> Hub-ready folder
+    largead view [SCAN] [--dataset NAME ...]      interactive 3D view of a scan as one self-contained HTML file
     largead demo                                  the main job on the synthetic world
 
 Errors print one line (``largead: error: ...``) and exit with status 2 (usage) or 1 (everything else).
@@ -159,6 +160,57 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_values(items: Sequence[str], what: str) -> dict:
+    """``KEY=VALUE`` arguments as a dict; values are parsed as JSON when they can be (``2``, ``true``, ``[1, 2]``)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CLIError(f"{what} {item!r} must look like KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    import webbrowser
+
+    from largead.viewer import view
+    from largead.viewer.serve import serve
+
+    if (args.scan is None) == (args.dataset is None):
+        raise CLIError("give a scan file, or --dataset NAME (with --root, --split, --index), but not both")
+    if args.frames < 1:
+        raise CLIError(f"--frames must be >= 1, got {args.frames}")
+    if args.scan is not None and not Path(args.scan).is_file():
+        raise CLIError(f"{args.scan}: no such file")
+    features = None
+    if args.features is not None:
+        import numpy as np
+
+        if args.model is not None:
+            raise CLIError("give --model or --features, not both")
+        if not Path(args.features).is_file():
+            raise CLIError(f"{args.features}: no such file")
+        features = np.load(args.features, allow_pickle=False)
+    out = view(
+        args.scan, args.out, dataset=args.dataset, root=args.root, split=args.split, index=args.index,
+        frames=args.frames, dataset_options=_key_values(args.option, "--option"), model=args.model,
+        features=features, input_norm_key=args.norm_key, superpixels=args.superpixels,
+        superpixel_options=_key_values(args.superpixel_option, "--superpixel-option"), segments=args.segments,
+        cameras=not args.no_cameras, query=args.query, title=args.title, device=args.device, offline=args.offline,
+        max_image_width=args.max_image_width or None, image_format=args.image_format,
+        feature_dtype=args.feature_dtype)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)", flush=True)
+    if args.serve:
+        serve(out, port=args.port, open_browser=args.open)
+    elif args.open:
+        webbrowser.open(out.resolve().as_uri())
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from largead.demo import run_demo
 
@@ -205,6 +257,47 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default nuscenes: SLidR and Seal release nuScenes-pretrained encoders)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("view", help="interactive 3D view of a scan (one HTML file)",
+                       description="Write one self-contained HTML page (no server, no network needed) showing a "
+                                   "scan or a dataset frame in 3D: colours by height, intensity, class, superpoints, "
+                                   "predictions, features (PCA), and the similarity of every point's feature to a "
+                                   "clicked point; camera images with the projected points; a frame slider.")
+    p.add_argument("scan", nargs="?", default=None,
+                   help=".bin (KITTI; inside a SemanticKITTI sequences/<seq>/velodyne/ folder it brings labels, pose "
+                        "and image_2), .pcd.bin (nuScenes) or .npy; or leave out and give --dataset")
+    p.add_argument("--dataset", default=None, help="dataset reader name (largead datasets)")
+    p.add_argument("--root", default=None, help="dataset root folder")
+    p.add_argument("--split", default="val")
+    p.add_argument("--index", type=int, default=0, help="frame index within the split")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset reader option (repeatable; JSON values), e.g. num_sequences=1")
+    p.add_argument("--frames", type=int, default=1, help="show N consecutive frames in the global frame, with a slider")
+    p.add_argument("--model", default=None,
+                   help="zoo name, org/name, encoder folder (features) or fine-tuned model folder (predictions)")
+    p.add_argument("--features", default=None, metavar="F.npy",
+                   help="per-point features computed elsewhere (largead embed --out F.npy) instead of --model")
+    p.add_argument("--norm-key", default=None, help="which of the model's per-dataset input normalisations to apply")
+    p.add_argument("--superpixels", default=None, metavar="SOURCE",
+                   help="superpixel source for the superpoints mode (slic, synthetic-vfm, seem, ...)")
+    p.add_argument("--superpixel-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="superpixel source option (repeatable), e.g. root=superpixels/nuscenes")
+    p.add_argument("--segments", action=argparse.BooleanOptionalAction, default=None,
+                   help="RANSAC ground + HDBSCAN segments as a colour mode (default: with --frames >= 2)")
+    p.add_argument("--no-cameras", action="store_true", help="leave the camera images out")
+    p.add_argument("--query", type=int, default=None, help="point clicked when the page opens")
+    p.add_argument("--title", default=None)
+    p.add_argument("--max-image-width", type=int, default=480, help="shrink camera images to this width (0: keep)")
+    p.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg")
+    p.add_argument("--feature-dtype", choices=("int8", "float16", "float32"), default="int8",
+                   help="how the features are stored in the page")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--offline", action="store_true", help="never contact the Hub (HF_HUB_OFFLINE=1 does the same)")
+    p.add_argument("--out", default="view.html", help="output HTML file")
+    p.add_argument("--serve", action="store_true", help="serve the page on http://127.0.0.1 and print the URL")
+    p.add_argument("--port", type=int, default=0, help="port for --serve (0: a free one)")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.set_defaults(func=_cmd_view)
 
     p = sub.add_parser("demo", help="the main job on the synthetic world",
                        description="Superpixels -> pretraining -> linear probe -> pictures, on the synthetic world.")
