@@ -12,7 +12,9 @@
    encoder and, as the baseline, on the same architecture at random initialisation, on labelled frames of the
    synthetic world seen by the same LiDAR; ``training/evaluate.py`` measures both per point on the validation split.
    The pretrained encoder's mIoU goes into its card's ``model-index``; the card also gets a table of both numbers.
-4. **Pictures.** (:func:`step_pictures`) The paper's Figure 4 on a validation scan (cosine similarity of every point's feature to a query
+4. **Pictures.** (:func:`step_pictures`) ``view.html``, an interactive 3D view of a validation scan (click a point
+   to colour every point by its feature's similarity; cameras, superpoints, temporal segments), and the paper's
+   Figure 4 on a validation scan (cosine similarity of every point's feature to a query
    point on a car, random init vs pretrained, next to the ground truth) and a bird's-eye view of the pretrained
    features (first three principal components as RGB).
 
@@ -118,6 +120,7 @@ class DemoResult:
     similarity_png: Path
     features_png: Path
     example_scan: Path
+    view_html: Path
     dataset_key: str
     seconds: dict[str, float] = field(default_factory=dict)
     summary: str = ""
@@ -252,17 +255,29 @@ def step_linear_probe(plan: DemoPlan, cfg: PretrainConfig, run: dict[str, Any], 
 
 
 def step_pictures(cfg: PretrainConfig, checkpoint: Path, val_options: dict[str, Any], steps: int, out: Path,
-                  log: Callable[[str], None]) -> tuple[Path, Path, Path, list[str]]:
-    """Step 4: Figure 4 and the PCA feature view on a validation scan (:func:`save_pictures`). Returns the two
-    pictures, the example scan and the validation split's class names."""
+                  log: Callable[[str], None]) -> tuple[Path, Path, Path, Path, list[str]]:
+    """Step 4: Figure 4 and the PCA feature view on a validation scan (:func:`save_pictures`), and the interactive
+    3D view of the same scan (:func:`largead.viewer.view`: click a point to see Figure 4 live; the cameras,
+    superpoints and temporal segments too). Returns the two pictures, the example scan, ``view.html`` and the
+    validation split's class names."""
     from largead.data import get_dataset
+    from largead.viewer import view
+    from largead.viz import frame_with_query
 
-    log("\n[4/4] pictures: similarity to a query point on a car (the paper's Figure 4), PCA feature view")
+    log("\n[4/4] pictures: similarity to a query point on a car (the paper's Figure 4), PCA feature view, "
+        "interactive 3D view")
     data0 = cfg.data[0]
+    key = data0.label or data0.name
     val = get_dataset(data0.name, data0.root, "val", **val_options)
-    pictures = save_pictures(checkpoint, val, out, seed=cfg.train.seed, dataset_key=data0.label or data0.name,
-                             steps=steps)
-    return (*pictures, list(val.class_names))
+    pictures = save_pictures(checkpoint, val, out, seed=cfg.train.seed, dataset_key=key, steps=steps)
+    # the view shows the same scan with its cameras (the probe's validation data has them off)
+    view_options = {**data0.options, **{k: v for k, v in val_options.items() if k != "num_cameras"}}
+    index, _, query = frame_with_query(val, list(val.class_names))
+    view_html = view(dataset=data0.name, root=data0.root, split="val", index=index, frames=3,
+                     dataset_options=view_options, model=checkpoint, input_norm_key=key,
+                     superpixels=cfg.superpixels.source, superpixel_options=cfg.superpixels.options, query=query,
+                     out=out / "view.html", title=f"largead demo: pretrained encoder ({steps} steps)")
+    return (*pictures, view_html, list(val.class_names))
 
 
 # ----------------------------------------------------------------------------------------------------- the demo
@@ -293,9 +308,9 @@ def run_demo(output_dir: Path | str = Path("outputs/demo"), quick: bool = False,
     log(f"pretrained {run['steps']} steps -> {checkpoint} ({clock.lap('pretraining'):.1f} s)")
     results, val_options = step_linear_probe(plan, cfg, run, config_path.name, out, log)
     clock.lap("linear probe")
-    similarity_png, features_png, example_scan, class_names = step_pictures(cfg, checkpoint, val_options,
-                                                                            int(run["steps"]), out, log)
-    log(f"wrote {similarity_png} and {features_png} ({clock.lap('pictures'):.1f} s)")
+    similarity_png, features_png, example_scan, view_html, class_names = step_pictures(
+        cfg, checkpoint, val_options, int(run["steps"]), out, log)
+    log(f"wrote {similarity_png}, {features_png} and {view_html} ({clock.lap('pictures'):.1f} s)")
 
     clock.total()
     data0 = cfg.data[0]
@@ -303,7 +318,7 @@ def run_demo(output_dir: Path | str = Path("outputs/demo"), quick: bool = False,
                         checkpoint=checkpoint, pretrain_steps=int(run["steps"]),
                         miou_pretrained=float(results["pretrained"]["miou"]),
                         miou_random=float(results["random"]["miou"]), similarity_png=similarity_png,
-                        features_png=features_png, example_scan=example_scan,
+                        features_png=features_png, example_scan=example_scan, view_html=view_html,
                         dataset_key=data0.label or data0.name, seconds=dict(clock.seconds))
     result.summary = _summary(result, plan)
     log("\n" + result.summary)
@@ -313,6 +328,7 @@ def run_demo(output_dir: Path | str = Path("outputs/demo"), quick: bool = False,
         "miou_pretrained": result.miou_pretrained, "miou_random": result.miou_random,
         "iou_per_class": {k: results[k]["iou_per_class"] for k in results}, "class_names": class_names,
         "superpixel_maps": len(maps), "similarity_png": str(similarity_png), "features_png": str(features_png),
+        "view_html": str(view_html),
         "seconds": {k: round(v, 1) for k, v in clock.seconds.items()}}, sort_keys=True)
     return result
 
@@ -331,7 +347,7 @@ def save_pictures(checkpoint: Path, dataset: Any, out: Path, seed: int, dataset_
     from largead.viz import frame_with_query, save_feature_bev, save_similarity_figure
 
     class_names = list(dataset.class_names)
-    frame, query = frame_with_query(dataset, class_names)
+    _, frame, query = frame_with_query(dataset, class_names)
     points = np.ascontiguousarray(frame.points[:, :4], dtype=np.float32)
     example_scan = out / "example_scan.npy"
     _save_npy(example_scan, points)
@@ -379,6 +395,7 @@ def _summary(r: DemoResult, plan: DemoPlan) -> str:
          f"({delta:+.2f} points; {r.dataset_key} val split)"),
         f"pictures           {r.similarity_png}  (Figure 4: similarity to a query point on a car)",
         f"                   {r.features_png}  (pretrained features, PCA -> RGB)",
+        f"3D view            {r.view_html}  (open in a browser; click a point: Figure 4, live)",
         "next:",
         (f"  largead embed {r.example_scan} --model {ckpt} --dataset {r.dataset_key} --out {out / 'feats.npy'} "
          f"--png {out / 'feats.png'}"),

@@ -263,9 +263,10 @@ def find_query_point(labels: np.ndarray, instances: np.ndarray | None, points: n
 
 
 def frame_with_query(dataset: Sequence[Frame], class_names: Sequence[str],
-                     wanted: Sequence[str] = ("car", "truck", "bicyclist", "pedestrian")) -> tuple[Frame, int]:
-    """The first frame of ``dataset`` with an object of the first class of ``wanted`` that has one (an object of
-    >= 20 points preferred, else >= 1), and the query point on it (:func:`find_query_point`)."""
+                     wanted: Sequence[str] = ("car", "truck", "bicyclist", "pedestrian")) -> tuple[int, Frame, int]:
+    """``(index, frame, query)``: the first frame of ``dataset`` with an object of the first class of ``wanted``
+    that has one (an object of >= 20 points preferred, else >= 1), and the query point on it
+    (:func:`find_query_point`)."""
     names = list(class_names)
     present = [c for c in wanted if c in names]
     for cls in present:
@@ -274,7 +275,7 @@ def frame_with_query(dataset: Sequence[Frame], class_names: Sequence[str],
                 frame = dataset[i]
                 q = find_query_point(frame.labels, frame.instances, frame.points, names.index(cls), min_points)
                 if q is not None:
-                    return frame, q
+                    return i, frame, q
     raise ValueError(f"no frame of {getattr(dataset, 'name', 'the dataset')} ({len(dataset)} frames) has a point of "
                      f"class {', '.join(present) or ', '.join(wanted)} to query")
 
@@ -314,3 +315,11 @@ def save_similarity_figure(points: np.ndarray, panels: Sequence[tuple[str, np.nd
         ax.plot([-pts[query, 1]], [pts[query, 0]], marker="o", color="red", markersize=7, markeredgecolor="white")
     fig.suptitle("cosine similarity to the query point (red)", color="white", fontsize=12)
     return save_figure(fig, path)
+
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy re-export (the viewer imports this module's colour helpers)
+    if name == "view":
+        from largead.viewer import view
+
+        return view
+    raise AttributeError(f"module 'largead.viz' has no attribute {name!r}")

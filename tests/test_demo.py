@@ -82,9 +82,14 @@ def test_quick_demo_end_to_end(tmp_path: Path, monkeypatch) -> None:
         with Image.open(png) as im:
             assert im.format == "PNG" and im.width >= 400 and im.height >= 400
 
+    # 4b. the interactive 3D view of the same kind of scan: one self-contained page with the encoder's features
+    html = result.view_html.read_text()
+    assert result.view_html == out / "view.html" and result.view_html.stat().st_size < 15_000_000
+    assert "largeadViewer" in html and "<script" in html and "http://" not in html.split("<script", 1)[1][:2000]
+
     # 5. the summary: printed last, saved, and naming everything
     assert lines[-1].strip() == result.summary == (out / "summary.txt").read_text().strip()
-    for needle in (str(result.checkpoint), str(result.similarity_png), str(result.features_png),
+    for needle in (str(result.checkpoint), str(result.similarity_png), str(result.features_png), str(result.view_html),
                    f"{100 * result.miou_pretrained:.2f}%", f"{100 * result.miou_random:.2f}%", "largead embed",
                    "push_to_hub.py", "--dry-run"):
         assert needle in result.summary
