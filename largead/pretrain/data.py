@@ -36,6 +36,7 @@ import torch
 from largead.data.frame import Frame
 from largead.data.geometry import Pairs, frame_pairs
 from largead.pretrain.multisource import input_features
+from largead.superpixels.superpoints import segment_offsets
 from largead.pretrain.temporal import SegmentCache, SegmentParams
 from largead.sparse.voxelize import VoxelBatch, VoxelGrid, batch_voxelize
 from largead.trainer import sample_rng
@@ -345,9 +346,7 @@ def collate_pretrain(samples: Sequence[PretrainSample], grid: VoxelGrid, feature
 
     sp = torch.cat([torch.as_tensor(m, dtype=torch.int64).reshape(-1) for m in maps])  # every pixel, image by image
     image_of_pixel = torch.repeat_interleave(torch.arange(len(images)), pixels)
-    top = torch.full((len(images),), -1, dtype=torch.int64).scatter_reduce_(0, image_of_pixel, sp, reduce="amax")
-    sp_off = torch.zeros(len(images), dtype=torch.int64)
-    sp_off[1:] = torch.cumsum((top + 1).clamp(min=0), 0)[:-1]
+    sp_off = segment_offsets(maps, allow_ignore=True)[:-1]  # -1: pixels whose superpixel is ignored
     global_sp = torch.where(sp >= 0, sp + sp_off[image_of_pixel], torch.full_like(sp, -1))
 
     pp = [torch.as_tensor(s.pairs.point) + int(voxels.point_offsets[b]) for b, s in enumerate(samples)]

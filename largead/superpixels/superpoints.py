@@ -22,7 +22,7 @@ import torch
 SuperpixelMaps = torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]
 
 
-def _maps(superpixels: SuperpixelMaps) -> list[torch.Tensor]:
+def _maps(superpixels: SuperpixelMaps, allow_ignore: bool = False) -> list[torch.Tensor]:
     if isinstance(superpixels, (torch.Tensor, np.ndarray)):
         t = torch.as_tensor(superpixels)
         if t.ndim != 3:
@@ -37,18 +37,20 @@ def _maps(superpixels: SuperpixelMaps) -> list[torch.Tensor]:
             raise ValueError(f"superpixel map {c} must be (H, W), got shape {tuple(m.shape)}")
         if m.dtype.is_floating_point or m.dtype == torch.bool:
             raise ValueError(f"superpixel map {c} must hold integer ids, got dtype {m.dtype}")
-        if m.numel() and int(m.min()) < 0:
-            raise ValueError(f"superpixel map {c} has negative ids (min {int(m.min())})")
+        if m.numel() and int(m.min()) < (-1 if allow_ignore else 0):
+            raise ValueError(f"superpixel map {c} has negative ids (min {int(m.min())})"
+                             + ("; only -1 (ignored pixel) is allowed" if allow_ignore else ""))
     return maps
 
 
-def segment_offsets(superpixels: SuperpixelMaps, stride: int | None = None) -> torch.Tensor:
+def segment_offsets(superpixels: SuperpixelMaps, stride: int | None = None, allow_ignore: bool = False) -> torch.Tensor:
     """Offsets (C + 1,) int64 added to the ids of each of the C maps; ``offsets[-1]`` is the total number of ids.
 
     Default: ``offsets[c] = sum_{j<c} (max id of map j + 1)``. With ``stride`` (SLidR): ``offsets[c] = c * stride``,
-    after checking every id is below ``stride``.
+    after checking every id is below ``stride``. ``allow_ignore``: ``-1`` marks ignored pixels (they take no id; a
+    map of only ``-1`` takes none).
     """
-    maps = _maps(superpixels)
+    maps = _maps(superpixels, allow_ignore)
     maxes = torch.stack([m.max().to(torch.int64) if m.numel() else torch.tensor(-1) for m in maps]).cpu()
     if stride is not None:
         if stride <= 0:

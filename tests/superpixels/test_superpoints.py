@@ -136,3 +136,14 @@ def test_voxel_pooling_through_inverse():
         assert torch.allclose(row, voxel_feats[vox].mean(0))
     with pytest.raises(IndexError, match="pair_point"):
         pool_voxels_by_segment(voxel_feats, inverse, torch.tensor([n_points]), torch.tensor([0]))
+
+
+def test_segment_offsets_with_ignored_pixels():
+    a = torch.tensor([[-1, 0], [2, 2]])
+    b = torch.full((2, 2), -1)  # nothing kept: takes no id
+    c = torch.tensor([[1, -1], [0, 0]])
+    assert segment_offsets([a, b, c], allow_ignore=True).tolist() == [0, 3, 3, 5]
+    with pytest.raises(ValueError, match="negative ids"):
+        segment_offsets([a])
+    with pytest.raises(ValueError, match="only -1"):
+        segment_offsets([torch.tensor([[-2, 0]])], allow_ignore=True)
