@@ -303,10 +303,14 @@ def checkpoint_size(folder: str | os.PathLike) -> int:
 
 
 def _weights_only_error(err: BaseException) -> str:
+    """The reason torch's weights-only unpickler gave, without its advice to allow the global."""
+    import re
+
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+    if found:
+        return f"it calls {found.group(1)}, which is not tensor data"
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    detail = next((ln for ln in lines if "WeightsUnpickler error" in ln or "Unsupported global" in ln),
-                  lines[0] if lines else type(err).__name__)
-    return detail[:200]
+    return (lines[0] if lines else type(err).__name__)[:200]
 
 
 def check_pickles(folder: str | os.PathLike, names: Iterable[str]) -> None:

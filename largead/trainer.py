@@ -276,6 +276,8 @@ class RunFolder:
                 error = err
         error = _broadcast_error(self._acc, error, f"locking {self.output_dir}")
         if error is not None:
+            if self._single:
+                _reset_accelerate_state()
             raise error
         return self
 
@@ -331,6 +333,14 @@ def live_limit(total_limit: int | None) -> int | None:
     return max(int(total_limit), MIN_LIVE_CHECKPOINTS)
 
 
+def _human(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
 def _intact(previous: Path | None) -> str:
     return f"the previous checkpoint {previous.name} is intact" if previous else "no checkpoint was saved before it"
 
@@ -379,8 +389,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, ste
                 need, free = checkpoint_size(previous), shutil.disk_usage(root).free
                 if free < need:
                     raise CheckpointWriteError(
-                        f"no space left on {root} for checkpoint {step}: the previous one took {need / 1e6:.0f} MB, "
-                        f"{free / 1e6:.0f} MB are free; {_intact(previous)}")
+                        f"no space left on {root} for checkpoint {step}: the previous one took {_human(need)}, "
+                        f"{_human(free)} are free; {_intact(previous)}")
             tmp.mkdir()
         except Exception as err:  # noqa: BLE001 - reported on every process below
             error = err
