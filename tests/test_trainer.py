@@ -314,9 +314,9 @@ def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
     ckpt = run / "checkpoints" / "checkpoint-2"
     size = sum(p.stat().st_size for p in ckpt.iterdir() if p.name != "manifest.json")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 100, 100))
-    with pytest.raises(T.CheckpointWriteError, match=rf"^no space left on {run / 'checkpoints'} for checkpoint 3: "
-                                                     rf"the previous one took {size / 1000:.1f} kB, 100 bytes are free; "
-                                                     "the previous checkpoint checkpoint-2 is intact$"):
+    expected = (rf"^no space left on {run / 'checkpoints'} for checkpoint 3: the previous one took "
+                rf"{size / 1000:.1f} kB, 100 bytes are free; the previous checkpoint checkpoint-2 is intact$")
+    with pytest.raises(T.CheckpointWriteError, match=expected):
         _train(run, 3)
     assert _checkpoint_names(run) == ["checkpoint-1", "checkpoint-2"]
 
