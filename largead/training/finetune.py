@@ -285,50 +285,50 @@ def main(args: argparse.Namespace) -> Path:
         net = acc.unwrap_model(model)
         norm_key = cfg.data.input_norm_key or cfg.data.name
         criterion = SegmentationLoss(ce_weight=cfg.ce_weight, lovasz_weight=cfg.lovasz_weight)
-        bar = trainer.progress_bar(acc, total, min(step, total),
-                                   desc=f"{cfg.mode} {cfg.data.name} {cfg.data.label_fraction:g}%")
-        model.train()
-        micro: list[torch.Tensor] = []
-        while step < total:
-            for items in trainer.epoch_batches(acc, loader, epoch, skip):
-                with acc.accumulate(model):
-                    batch = net.encoder.voxelize([p for p, _ in items], dataset=norm_key).to(acc.device)
-                    labels = torch.from_numpy(np.concatenate([lab for _, lab in items])).to(acc.device)
-                    logits = model(batch)
-                    loss = criterion(logits, labels[batch.first_index])
-                    trainer.check_finite_loss(acc, loss, step, out)
-                    acc.backward(loss)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                micro.append(loss.detach().float())
-                if not acc.sync_gradients:
-                    continue
-                scheduler.step()
-                step += 1
-                if not run.committed:  # the first step succeeded: now the run writes into output_dir
-                    if is_main:
-                        check_run_config(out, cfg_dict, force=args.force, write=True)
+        # the bar is closed (ending its line) before an error message is printed
+        with trainer.progress_bar(acc, total, min(step, total),
+                                  desc=f"{cfg.mode} {cfg.data.name} {cfg.data.label_fraction:g}%") as bar:
+            model.train()
+            micro: list[torch.Tensor] = []
+            while step < total:
+                for items in trainer.epoch_batches(acc, loader, epoch, skip):
+                    with acc.accumulate(model):
+                        batch = net.encoder.voxelize([p for p, _ in items], dataset=norm_key).to(acc.device)
+                        labels = torch.from_numpy(np.concatenate([lab for _, lab in items])).to(acc.device)
+                        logits = model(batch)
+                        loss = criterion(logits, labels[batch.first_index])
+                        trainer.check_finite_loss(acc, loss, step, out)
+                        acc.backward(loss)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    micro.append(loss.detach().float())
+                    if not acc.sync_gradients:
+                        continue
+                    scheduler.step()
+                    step += 1
+                    if not run.committed:  # the first step succeeded: now the run writes into output_dir
+                        if is_main:
+                            check_run_config(out, cfg_dict, force=args.force, write=True)
+                        if cfg.log_with:
+                            acc.init_trackers("finetune")
+                        run.commit()
+                    mean = float(acc.reduce(torch.stack(micro).mean(), reduction="mean"))
+                    micro = []
+                    record = {"step": step, "loss": mean, "lr": scheduler.get_last_lr()[0]}
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{mean:.4f}")
                     if cfg.log_with:
-                        acc.init_trackers("finetune")
-                    run.commit()
-                mean = float(acc.reduce(torch.stack(micro).mean(), reduction="mean"))
-                micro = []
-                record = {"step": step, "loss": mean, "lr": scheduler.get_last_lr()[0]}
-                bar.update(1)
-                bar.set_postfix(loss=f"{mean:.4f}")
-                if cfg.log_with:
-                    acc.log({"loss": mean, "lr": record["lr"]}, step=step)
-                try:
-                    log.append(record)
-                except OSError as err:
-                    raise _write_error(err, log.path, f"step {step} of {LOSSES_FILE}", out) from err
-                if step % cfg.checkpointing_steps == 0 or step == total:
-                    log.sync()
-                    trainer.save_checkpoint(acc, out, step, cfg.total_limit)
-                if step >= total:
-                    break
-            epoch, skip = epoch + 1, 0
-        bar.close()
+                        acc.log({"loss": mean, "lr": record["lr"]}, step=step)
+                    try:
+                        log.append(record)
+                    except OSError as err:
+                        raise _write_error(err, log.path, f"step {step} of {LOSSES_FILE}", out) from err
+                    if step % cfg.checkpointing_steps == 0 or step == total:
+                        log.sync()
+                        trainer.save_checkpoint(acc, out, step, cfg.total_limit)
+                    if step >= total:
+                        break
+                epoch, skip = epoch + 1, 0
         log.close()
 
         why = trainer.divergence([r["loss"] for r in log.records], cfg.divergence_factor)

@@ -295,52 +295,52 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         step = T.resume(acc, out, resume_arg)
         log = LossLog(out / LOSSES_FILE, step, write=acc.is_main_process)
         epoch, skip = T.resume_position(step, len(loader), tc.grad_accum)
-        bar = T.progress_bar(acc, stop, initial=min(step, stop))
-        losses: list[float] = []
-        micro: list[torch.Tensor] = []
-        seen: list[int] = []
-        while step < stop:
-            for batch in T.epoch_batches(acc, loader, epoch, skip):
-                with acc.accumulate(model):
-                    terms = model(batch)
-                    loss = terms["loss"]
-                    T.check_finite_loss(acc, loss, step, out)
-                    acc.backward(loss)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                micro.append(torch.stack([terms[k].detach().float() for k in sorted(terms)]))
-                seen.extend(batch.indices)
-                if not acc.sync_gradients:
-                    continue
-                scheduler.step()
-                step += 1
-                if not run.committed:  # the first step succeeded: now the run writes into output_dir
-                    if acc.is_main_process:
-                        check_run_config(out, cfg_dict, force=args.force, write=True)
-                    if tc.log_with:
-                        acc.init_trackers("pretrain")
-                    run.commit()
-                mean = acc.reduce(torch.stack(micro).mean(0), reduction="mean")
-                logs: dict[str, Any] = {k: float(v) for k, v in zip(sorted(terms), mean.tolist())}
-                logs["lr"] = scheduler.get_last_lr()[0]
-                # which samples each process used in this step, and a checksum of each replica's weights
-                logs["samples"] = gather_object([seen])
-                if acc.num_processes > 1:
-                    logs["replica_checksums"] = gather_object([_checksum(model)])
-                micro, seen = [], []
-                losses.append(logs["loss"])
-                bar.update(1)
-                bar.set_postfix(loss=f"{logs['loss']:.4f}")
-                if tc.log_with and (step % tc.log_every == 0 or step == stop):
-                    acc.log({k: v for k, v in logs.items() if isinstance(v, float)}, step=step)
-                _append(log, {"step": step, **logs}, out, step)
-                if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or step == stop:
-                    log.sync()
-                    T.save_checkpoint(acc, out, step, tc.checkpoint_total_limit)
-                if step >= stop:
-                    break
-            epoch, skip = epoch + 1, 0
-        bar.close()
+        # the bar is closed (ending its line) before an error message is printed
+        with T.progress_bar(acc, stop, initial=min(step, stop)) as bar:
+            losses: list[float] = []
+            micro: list[torch.Tensor] = []
+            seen: list[int] = []
+            while step < stop:
+                for batch in T.epoch_batches(acc, loader, epoch, skip):
+                    with acc.accumulate(model):
+                        terms = model(batch)
+                        loss = terms["loss"]
+                        T.check_finite_loss(acc, loss, step, out)
+                        acc.backward(loss)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    micro.append(torch.stack([terms[k].detach().float() for k in sorted(terms)]))
+                    seen.extend(batch.indices)
+                    if not acc.sync_gradients:
+                        continue
+                    scheduler.step()
+                    step += 1
+                    if not run.committed:  # the first step succeeded: now the run writes into output_dir
+                        if acc.is_main_process:
+                            check_run_config(out, cfg_dict, force=args.force, write=True)
+                        if tc.log_with:
+                            acc.init_trackers("pretrain")
+                        run.commit()
+                    mean = acc.reduce(torch.stack(micro).mean(0), reduction="mean")
+                    logs: dict[str, Any] = {k: float(v) for k, v in zip(sorted(terms), mean.tolist())}
+                    logs["lr"] = scheduler.get_last_lr()[0]
+                    # which samples each process used in this step, and a checksum of each replica's weights
+                    logs["samples"] = gather_object([seen])
+                    if acc.num_processes > 1:
+                        logs["replica_checksums"] = gather_object([_checksum(model)])
+                    micro, seen = [], []
+                    losses.append(logs["loss"])
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}")
+                    if tc.log_with and (step % tc.log_every == 0 or step == stop):
+                        acc.log({k: v for k, v in logs.items() if isinstance(v, float)}, step=step)
+                    _append(log, {"step": step, **logs}, out, step)
+                    if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or step == stop:
+                        log.sync()
+                        T.save_checkpoint(acc, out, step, tc.checkpoint_total_limit)
+                    if step >= stop:
+                        break
+                epoch, skip = epoch + 1, 0
         log.close()
         seconds = time.time() - start
         encoder_dir = out / "encoder"
