@@ -365,13 +365,13 @@ def verify_checkpoint(folder: str | os.PathLike, load_pickles: bool = True) -> d
 
 def prune_checkpoints(output_dir: str | os.PathLike, keep: int | None, current_step: int | None = None) -> list[Path]:
     """Remove checkpoints after ``current_step`` (the stale future of a run that resumed from an earlier one) and all
-    but the newest ``keep`` (``None`` or 0: keep all). Each is renamed to ``.old-checkpoint-N`` before deletion, so an
-    interrupted removal never leaves a half-deleted ``checkpoint-N``. Returns the removed folders."""
+    but the newest ``keep`` (``None``: keep all; 0: none). Each is renamed to ``.old-checkpoint-N`` before deletion,
+    so an interrupted removal never leaves a half-deleted ``checkpoint-N``. Returns the removed folders."""
     ckpts = list_checkpoints(output_dir)
     doomed = [p for s, p in ckpts if current_step is not None and s > current_step]
     kept = [p for s, p in ckpts if current_step is None or s <= current_step]
-    if keep:
-        doomed += kept[:-keep]
+    if keep is not None:
+        doomed += kept[: max(0, len(kept) - int(keep))]
     for p in doomed:
         aside = p.with_name(OLD_PREFIX + p.name[len(CHECKPOINT_PREFIX):])
         _remove(aside)

@@ -3,13 +3,25 @@
 Everything a diffusers-style training script needs beyond the model, the loss and its configuration (which is
 :mod:`largead.config`):
 
-Accelerator and checkpoints
+Accelerator and run folder
     :func:`make_accelerator` builds an :class:`accelerate.Accelerator` with a :class:`ProjectConfiguration` rooted at
-    ``output_dir`` (logs under ``output_dir/logs``), a seeded data-loader configuration and per-process seeding.
+    ``output_dir`` (logs under ``output_dir/logs``), a seeded data-loader configuration and per-process seeding; it
+    writes nothing. :class:`RunFolder` wraps a run: the main process locks ``output_dir`` (a second run on it is
+    refused naming the holder; a holder that died is reported), removes an interrupted run's temporaries, and, if the
+    run fails before :meth:`RunFolder.commit` (called once the first step succeeded), removes what the run created,
+    so a failed start never blocks the corrected rerun.
+
+Checkpoints (files and checks in :mod:`largead.runfolder`)
     :func:`save_checkpoint` writes ``output_dir/checkpoints/checkpoint-{step}`` atomically (every process writes into
-    a temporary folder, the main process renames it) and keeps at most ``total_limit`` of them; it refuses to save a
-    model with non-finite weights. :func:`resume` loads ``"latest"`` or a given folder and returns the optimiser step
-    to continue from. (:func:`largead.config.check_run_config` refuses a resumed run whose config differs.)
+    a temporary folder; registered custom objects such as the scheduler go to JSON, never to a pickle; the main
+    process writes a manifest of sizes and SHA-256 last, after flushing the files to disk, and renames the folder).
+    It checks the free space against the previous checkpoint first, and a failed write (full or read-only disk) is
+    one line (:class:`CheckpointWriteError`) with the partial folder removed. While a run is live at least two
+    checkpoints are kept (:func:`live_limit`); :func:`finalize_checkpoints` applies ``total_limit`` when it ends. It
+    refuses to save a model with non-finite weights. :func:`resume` loads ``"latest"`` (the newest checkpoint that
+    verifies, reporting each damaged one in one line) or a given folder, refuses pickles that are not plain tensor
+    data, reports a missing RNG state, and returns the optimiser step to continue from.
+    (:func:`largead.config.check_run_config` refuses a resumed run whose config differs.)
 
 Data order
     :func:`make_dataloader` + ``accelerator.prepare`` give each process a disjoint shard of a permutation that
@@ -20,27 +32,32 @@ Data order
 Optimisation
     :func:`build_optimizer` (SGD as in SLidR, AdamW as in SuperFlow; learning rate scaled linearly with the global
     batch), :func:`build_scheduler` (cosine, one-cycle, constant), :func:`check_finite_loss` (stops every process with
-    :class:`NonFiniteLossError`), :func:`progress_bar` (tqdm on the local main process only), :func:`finish` (end
-    trackers, reset accelerate's process-wide state so another run can start in the same process). Final exports go
-    through :func:`largead.fileio.atomic_directory`.
+    :class:`NonFiniteLossError`), :func:`divergence` (a loss that ends far above its start), :func:`progress_bar`
+    (tqdm on the local main process only), :func:`finish` (end trackers, reset accelerate's process-wide state so
+    another run can start in the same process). Final exports go through :func:`largead.fileio.atomic_directory`.
 
 Typical loop (see :mod:`largead.training.pretrain`)::
 
     acc = make_accelerator(out, mixed_precision="no", grad_accum=2, seed=0)
-    model, opt, dl = acc.prepare(model, build_optimizer(model.parameters(), ocfg, global_batch), dl)
-    sched = build_scheduler(opt, ocfg, total_steps)          # stepped by hand, once per optimiser step
-    acc.register_for_checkpointing(sched)
-    step = resume(acc, out, "latest")
-    epoch, skip = resume_position(step, len(dl), acc.gradient_accumulation_steps)
-    while step < max_steps:
-        for batch in epoch_batches(acc, dl, epoch, skip):
-            with acc.accumulate(model):
-                loss = ...; check_finite_loss(acc, loss, step); acc.backward(loss); opt.step(); opt.zero_grad()
-            if acc.sync_gradients:
-                sched.step(); step += 1
-                if step % every == 0: save_checkpoint(acc, out, step, total_limit)
-        epoch, skip = epoch + 1, 0
-    finish(acc)
+    with RunFolder(acc, out) as run:
+        model, opt, dl = acc.prepare(model, build_optimizer(model.parameters(), ocfg, global_batch), dl)
+        sched = build_scheduler(opt, ocfg, total_steps)          # stepped by hand, once per optimiser step
+        acc.register_for_checkpointing(sched)
+        step = resume(acc, out, "latest")
+        log = LossLog(out / "losses.jsonl", step, write=acc.is_main_process)
+        epoch, skip = resume_position(step, len(dl), acc.gradient_accumulation_steps)
+        while step < max_steps:
+            for batch in epoch_batches(acc, dl, epoch, skip):
+                with acc.accumulate(model):
+                    loss = ...; check_finite_loss(acc, loss, step); acc.backward(loss); opt.step(); opt.zero_grad()
+                if acc.sync_gradients:
+                    sched.step(); step += 1
+                    if not run.committed: ...write run_config.json...; run.commit()
+                    log.append({"step": step, "loss": ...})
+                    if step % every == 0: save_checkpoint(acc, out, step, total_limit)
+            epoch, skip = epoch + 1, 0
+        ...export...; finalize_checkpoints(acc, out, total_limit, finished=True)
+        finish(acc)
 """
 
 from __future__ import annotations
@@ -327,8 +344,8 @@ def _params_finite(models: Sequence[torch.nn.Module]) -> list[str]:
 
 def live_limit(total_limit: int | None) -> int | None:
     """Checkpoints kept while a run is live: ``total_limit`` raised to :data:`MIN_LIVE_CHECKPOINTS` (so a damaged
-    newest checkpoint always has an intact predecessor); ``None``/0 keeps all."""
-    if not total_limit:
+    newest checkpoint always has an intact predecessor); ``None`` keeps all."""
+    if total_limit is None:
         return None
     return max(int(total_limit), MIN_LIVE_CHECKPOINTS)
 
@@ -445,11 +462,15 @@ def _json_state(obj: Any, index: int) -> dict[str, Any]:
                         "largead saves custom state as JSON, never as a pickle") from None
 
 
-def finalize_checkpoints(accelerator: Accelerator, output_dir: str | os.PathLike, total_limit: int | None) -> None:
-    """At the end of a run: keep only the newest ``total_limit`` checkpoints (``None``/0: all; the final one is
-    always kept)."""
-    if accelerator.is_main_process and total_limit:
-        prune_checkpoints(output_dir, max(1, int(total_limit)))
+def finalize_checkpoints(accelerator: Accelerator, output_dir: str | os.PathLike, total_limit: int | None,
+                         finished: bool = False) -> None:
+    """At the end of a run (after its result was exported): keep the newest ``total_limit`` checkpoints. ``None``
+    keeps all; 0 removes them all once the run has ``finished`` its schedule (the exported model is the result; the
+    run can no longer be extended), and keeps the final one of a run stopped early (``--max-steps``), so it can
+    continue."""
+    if accelerator.is_main_process and total_limit is not None:
+        keep = int(total_limit) if total_limit >= 1 else (0 if finished else 1)
+        prune_checkpoints(output_dir, keep)
     accelerator.wait_for_everyone()
 
 

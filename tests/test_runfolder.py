@@ -291,6 +291,8 @@ def test_prune_keeps_the_newest_and_drops_the_stale_future(tmp_path):
                                                                             "checkpoint-x"]
     R.prune_checkpoints(tmp_path, keep=None)
     assert [s for s, _ in R.list_checkpoints(tmp_path)] == [2, 3]
+    R.prune_checkpoints(tmp_path, keep=0)
+    assert R.list_checkpoints(tmp_path) == []
 
 
 def test_killed_holder_leaves_a_lock_that_is_reported(tmp_path):

@@ -399,12 +399,16 @@ def test_run_folder_refuses_a_second_run_and_reports_a_dead_one(tmp_path, capsys
 
 
 def test_live_limit_and_finalize(tmp_path):
-    assert [T.live_limit(n) for n in (None, 0, 1, 2, 5)] == [None, None, 2, 2, 5]
+    assert [T.live_limit(n) for n in (None, 0, 1, 2, 5)] == [None, 2, 2, 2, 5]
     _train(tmp_path, 4)  # total_limit=2 in _train
     _reset_accelerate()
     acc = T.make_accelerator(tmp_path, log_with=None)
-    T.finalize_checkpoints(acc, tmp_path, 1)
+    T.finalize_checkpoints(acc, tmp_path, None)
+    assert [s for s, _ in T.list_checkpoints(tmp_path)] == [3, 4]
+    T.finalize_checkpoints(acc, tmp_path, 0, finished=False)  # stopped early: the final one stays to continue
     assert [s for s, _ in T.list_checkpoints(tmp_path)] == [4]
+    T.finalize_checkpoints(acc, tmp_path, 0, finished=True)  # done and exported: none kept
+    assert T.list_checkpoints(tmp_path) == []
     T.finish(acc)
 
 

@@ -6,12 +6,23 @@
 
 ``--config`` takes a YAML path or the name of a file in ``training/configs/``; trailing ``key=value`` arguments
 override config keys (dotted, values parsed as YAML). ``--resume_from_checkpoint latest`` (the default) continues
-from the newest ``checkpoint-{step}`` in ``output_dir``; a stored ``run_config.json`` that differs from this run's
-config is refused unless ``--force`` (then the optimiser and scheduler state still come from the checkpoint: a
-changed ``optim.lr`` does not take effect). ``--max_steps`` stops the run early (the schedule still spans
-``train.steps``), e.g. to split a run into pieces. On finish the encoder is written to ``output_dir/encoder`` as a
-Hub-ready folder (``LargeADEncoder.save_pretrained`` + README.md model card), atomically. ``output_dir/losses.jsonl``
-logs every step (loss terms, lr, the samples each process used, replica checksums when distributed).
+from the newest ``checkpoint-{step}`` in ``output_dir`` that passes its manifest check (a damaged newer one is
+reported in one line and skipped); ``--resume_from_checkpoint checkpoint-N`` resumes from that one (it must verify;
+newer checkpoints are replaced as the run passes them). A stored ``run_config.json`` that differs from this run's
+config is refused, naming the differing keys, unless ``--force`` (then the optimiser and scheduler state still come
+from the checkpoint: a changed ``optim.lr`` does not take effect). ``--max_steps`` stops the run early (the schedule
+still spans ``train.steps``), e.g. to split a run into pieces; one beyond the schedule is reported and capped.
+
+What a run guarantees (:class:`largead.trainer.RunFolder`, :func:`largead.trainer.save_checkpoint`): one run per
+``output_dir`` (a second launch is refused naming the holder's pid, host and start time); nothing written there
+before the first step succeeds; a run killed at any moment resumes bit-identical; each checkpoint carries a
+manifest (sizes, SHA-256) written last; a full or read-only disk is one line naming the intact checkpoint; nothing in
+a checkpoint is unpickled with code execution. ``output_dir`` holds ``run_config.json``, ``losses.jsonl`` (every
+step: loss terms, lr, the samples each process used, replica checksums when distributed), ``checkpoints/`` (at
+least two while running, ``train.checkpoint_total_limit`` at the end, default 1), ``segment_cache/``,
+``encoder/`` (the Hub-ready folder, ``LargeADEncoder.save_pretrained`` + README.md model card, written atomically
+at the end) and ``summary.json`` (steps, final loss, encoder path, time; also printed). Rerunning a finished run says
+so and exits 0.
 
 Several processes on a CPU-only machine: ``accelerate launch --multi_gpu --num_processes 2 training/pretrain.py ...``
 (accelerate's ``--cpu`` flag starts a single process unless an mpirun hostfile is configured).
@@ -84,7 +95,10 @@ class TeacherConfig:
 class TrainConfig:
     """Length: exactly one of ``steps`` (optimiser steps the schedule spans) or ``epochs`` (passes over the data;
     steps = epochs x batches per epoch / grad_accum). ``batch_size`` is per process (global batch = batch_size x
-    processes x grad_accum); a checkpoint every ``checkpoint_every`` steps (0: only at the end)."""
+    processes x grad_accum); a checkpoint every ``checkpoint_every`` steps (0: only at the end).
+    ``checkpoint_total_limit``: checkpoints kept when the run ends (default 1, the final one; 0: none once the
+    schedule is complete and the encoder exported, so the run cannot be extended; ``null``: all); while it runs at
+    least two are kept, so a damaged newest checkpoint always has an intact predecessor."""
 
     steps: int | None = None
     epochs: int | None = None
@@ -93,7 +107,7 @@ class TrainConfig:
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     seed: int = 0
     checkpoint_every: int = 500
-    checkpoint_total_limit: int | None = 3
+    checkpoint_total_limit: int | None = 1
     log_every: int = 10
     num_workers: int = 0
     log_with: str | None = "tensorboard"
@@ -236,7 +250,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if (tc.steps is None) == (tc.epochs is None):
         raise ConfigError(f"{args.config}: set exactly one of train.steps and train.epochs")
     if tc.checkpoint_total_limit is not None and tc.checkpoint_total_limit < 0:
-        raise ConfigError(f"{args.config}: train.checkpoint_total_limit must be >= 0 (0 or null: keep all), got "
+        raise ConfigError(f"{args.config}: train.checkpoint_total_limit must be >= 0 (null: keep all), got "
                           f"{tc.checkpoint_total_limit}")
     if args.max_steps is not None and args.max_steps < 1:
         raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
@@ -347,6 +361,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         final_loss = log.records[-1]["loss"] if log.records else None
         summary = {"steps": step, "total_steps": total, "final_loss": final_loss, "encoder_dir": str(encoder_dir),
                    "seconds": round(seconds, 3), "finished": step >= total}
+        if not run.committed:  # no step ran (resumed at the stop step): the export is this run's first output
+            if acc.is_main_process:
+                check_run_config(out, cfg_dict, force=args.force, write=True)
+            run.commit()
         acc.wait_for_everyone()
         if acc.is_main_process:
             unwrapped = acc.unwrap_model(model)
@@ -354,7 +372,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                       "superpixels": _superpixel_kind(cfg.superpixels), "teacher": cfg.teacher.name,
                       "steps_done": step}
             _export(unwrapped.encoder, encoder_dir, recipe, cfg, summary, out)
-        T.finalize_checkpoints(acc, out, tc.checkpoint_total_limit)
+        T.finalize_checkpoints(acc, out, tc.checkpoint_total_limit, finished=step >= total)
         T.finish(acc)
     if is_main:
         _print_summary(summary, out, args.max_steps)
@@ -373,7 +391,7 @@ def _finished(out: Path, max_steps: int | None, total: int | str | None) -> dict
     """The stored summary of a run in ``out`` that already reached its stop step (``min(total, max_steps)``) and
     exported its encoder, else ``None``. ``total``: the schedule's length, ``"stored"`` to take the summary's (the
     config is unchanged), ``None`` if unknown (then ``None``)."""
-    from largead.runfolder import CHECKPOINT_DIR, CHECKPOINT_PREFIX, SUMMARY_FILE
+    from largead.runfolder import SUMMARY_FILE
 
     try:
         done = json.loads((out / SUMMARY_FILE).read_text())
@@ -387,8 +405,6 @@ def _finished(out: Path, max_steps: int | None, total: int | str | None) -> dict
     stop = total if max_steps is None else min(total, max_steps)
     encoder = Path(done.get("encoder_dir", out / "encoder"))
     if steps < stop or not (encoder / "model.safetensors").is_file():
-        return None
-    if not (out / CHECKPOINT_DIR / f"{CHECKPOINT_PREFIX}{steps}").is_dir():
         return None
     return done
 

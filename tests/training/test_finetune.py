@@ -93,7 +93,7 @@ def test_tiny_linear_probe_end_to_end_and_resume(tmp_path: Path) -> None:
     args = ["--config", str(CONFIGS / "linear-probe-synthetic.yaml"), "--output_dir", str(out),
             "--pretrained", str(tmp_path / "pre"), *TINY]
     final = finetune.main(finetune.parse_args(args))
-    assert [s for s, _ in list_checkpoints(out)] == [1, 2]  # 4 frames / batch 2 = 2 steps, total_limit 2
+    assert [s for s, _ in list_checkpoints(out)] == [2]  # 4 frames / batch 2 = 2 steps; total_limit 1 at the end
     model = SegmentationModel.from_pretrained(final)
     assert model.mode == "linear_probe" and model.class_names[0] == "road"
     meta = json.loads((final / "segmentation.json").read_text())
@@ -139,9 +139,12 @@ def test_diverging_probe_fails_without_writing_a_model(tmp_path: Path, capsys) -
     assert code == 1 and "TrainingDivergedError: linear_probe diverged: the loss went from " in line
     assert "the final model is not written, so no metric is computed from it" in line
     assert not (out / "model").exists() and not (out / "summary.json").exists()
-    assert [s for s, _ in list_checkpoints(out)] == [1, 2]  # kept for inspection
-    code, _ = _cli([*args[:-1], "divergence_factor=null", "--force"])  # check disabled: the same run writes its model
-    assert code == 0 and (out / "model" / "segmentation.json").is_file()
+    assert [s for s, _ in list_checkpoints(out)] == [1, 2]  # kept for inspection (2 while a run is live)
+    # the check disabled: the same run writes its model; total_limit 0 drops the checkpoints of a finished run
+    code, _ = _cli([*args[:-1], "divergence_factor=null", "total_limit=0", "--force"])
+    assert code == 0 and (out / "model" / "segmentation.json").is_file() and list_checkpoints(out) == []
+    code, stdout = _cli([*args[:-1], "divergence_factor=null", "total_limit=0"])
+    assert code == 0 and "already finished at step 2 of 2; nothing to do" in stdout
 
 
 @pytest.mark.slow
