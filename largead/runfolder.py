@@ -282,7 +282,8 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
         if Path(folder).is_dir() and not any(Path(folder).iterdir()):
             raise CheckpointError("the folder is empty")
         raise CheckpointError(f"it has no {MANIFEST_FILE} (an incomplete checkpoint, or one written before largead "
-                              "wrote manifests)")
+                              "wrote manifests: largead.runfolder.adopt_checkpoint(folder) makes a complete one "
+                              "resumable)")
     try:
         manifest = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -292,6 +293,31 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
             or not all(isinstance(v, dict) and {"size", "sha256"} <= set(v) for v in files.values())):
         raise CheckpointError(f"{MANIFEST_FILE} is not a largead checkpoint manifest")
     return manifest
+
+
+def adopt_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
+    """Make a checkpoint written before largead wrote manifests resumable: its ``custom_checkpoint_{i}.pkl`` files
+    (accelerate's pickled custom state) are read with torch's ``weights_only`` unpickler (a plain state dict loads,
+    anything that would run code is refused) and rewritten as ``custom_state_{i}.json``, then the manifest is
+    written. Only for folders you trust to be complete: the manifest vouches for whatever is there. Returns it."""
+    from accelerate.utils import load
+
+    from largead.fileio import atomic_write_json
+
+    folder = Path(folder)
+    step = checkpoint_step(folder)
+    if not folder.is_dir() or step is None:
+        raise CheckpointError(f"{folder}: not a folder named {CHECKPOINT_PREFIX}<step>")
+    for pkl in sorted(folder.glob("custom_checkpoint_*.pkl")):
+        index = pkl.stem.rsplit("_", 1)[1]
+        try:
+            state = load(str(pkl), map_location="cpu")
+            text = json.dumps(state)
+        except Exception as err:  # noqa: BLE001
+            raise CheckpointError(f"{pkl}: not plain data, refused ({_weights_only_error(err)})") from None
+        atomic_write_json(folder / CUSTOM_STATE.format(index), json.loads(text), sort_keys=True)
+        pkl.unlink()
+    return write_manifest(folder, step)
 
 
 def checkpoint_size(folder: str | os.PathLike) -> int:
@@ -516,6 +542,7 @@ __all__ = [
     "RunLock",
     "RunLockedError",
     "RunWriteError",
+    "adopt_checkpoint",
     "check_pickles",
     "checkpoint_size",
     "checkpoint_step",

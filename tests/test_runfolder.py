@@ -303,3 +303,31 @@ def test_killed_holder_leaves_a_lock_that_is_reported(tmp_path):
     lock = R.RunLock.acquire(tmp_path / "run")
     assert f"pid {proc.pid} on host " in R.describe_holder(lock.previous)
     lock.release()
+
+
+def test_a_checkpoint_from_before_manifests_can_be_adopted(tmp_path):
+    import random
+
+    import numpy as np
+
+    folder = tmp_path / "checkpoint-7"  # as accelerate wrote it, with the scheduler pickled
+    folder.mkdir()
+    torch.save({"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}, folder / "optimizer.bin")
+    torch.save({"step": 0, "random_state": random.getstate(), "numpy_random_seed": np.random.get_state(),
+                "torch_manual_seed": torch.get_rng_state()}, folder / "random_states_0.pkl")
+    sched = {"base_lrs": [0.5], "last_epoch": 7, "_last_lr": [0.25], "lr_lambdas": [None]}
+    torch.save(sched, folder / "custom_checkpoint_0.pkl")
+    with pytest.raises(R.CheckpointError, match="adopt_checkpoint"):
+        R.verify_checkpoint(folder)
+    manifest = R.adopt_checkpoint(folder)
+    assert manifest["step"] == 7 and set(manifest["files"]) == {"optimizer.bin", "random_states_0.pkl",
+                                                                "custom_state_0.json"}
+    assert json.loads((folder / "custom_state_0.json").read_text()) == sched
+    R.verify_checkpoint(folder)
+    marker = tmp_path / "marker"
+    bad = tmp_path / "checkpoint-8"
+    bad.mkdir()
+    torch.save(_Poison(marker), bad / "custom_checkpoint_0.pkl")
+    with pytest.raises(R.CheckpointError, match="custom_checkpoint_0.pkl: not plain data, refused"):
+        R.adopt_checkpoint(bad)
+    assert not marker.exists() and not (bad / "manifest.json").exists()
