@@ -267,8 +267,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         if done is not None:  # nothing to do: say so without building anything
             if acc.is_main_process:
                 _warn_max_steps(args.max_steps, done["total_steps"], tc)
-                print(f"pretraining in {out} already stopped at step {done['steps']} of {done['total_steps']}; "
-                      f"nothing to do (encoder: {done['encoder_dir']})", flush=True)
+                where = (f"already finished at step {done['steps']} of {done['total_steps']}" if done["finished"] else
+                         f"already at step {done['steps']} of {done['total_steps']} (--max-steps {args.max_steps})")
+                print(f"pretraining in {out} {where}; nothing to do (encoder: {done['encoder_dir']})", flush=True)
             T.finish(acc)
             return {**done, "output_dir": str(out), "losses": [], "seconds": 0.0}
 

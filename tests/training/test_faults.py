@@ -163,9 +163,11 @@ def test_rerunning_a_finished_run_says_so(reference):
     out = reference["out"]
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     code, stdout, err = _run(out)
-    assert code == 0 and "already stopped at step 4 of 4; nothing to do" in stdout and not _errors(err)
+    assert code == 0 and "already finished at step 4 of 4; nothing to do" in stdout and not _errors(err)
+    code, stdout, err = _run(out, "--max-steps", "2")
+    assert code == 0 and "already finished at step 4 of 4" in stdout
     code, stdout, err = _run(out, "--max-steps", "10")
-    assert code == 0 and "already stopped at step 4 of 4" in stdout
+    assert code == 0 and "already finished at step 4 of 4" in stdout
     assert "--max-steps 10 is beyond the schedule's 4 steps (train.steps); the run stops at step 4" in err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing rewritten
 
