@@ -16,9 +16,13 @@ from typing import Any, NoReturn
 
 DEBUG_ENV = "LARGEAD_DEBUG"
 
-# Exceptions whose message is written for the user: printed without their class name.
+# Exceptions whose message is written for the user: printed without their class name (the run-folder errors of
+# largead.runfolder / largead.trainer are matched by name: this module imports nothing of the library).
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, FileExistsError,
-                                                 NotADirectoryError, IsADirectoryError, PermissionError)
+                                                 NotADirectoryError, IsADirectoryError, PermissionError,
+                                                 ConnectionError)
+_USER_ERROR_NAMES = frozenset({"RunLockedError", "RunWriteError", "CheckpointError", "CheckpointWriteError",
+                               "TrainingDivergedError", "NonFiniteLossError", "ConfigMismatchError"})
 
 
 def debug_enabled() -> bool:
@@ -32,7 +36,8 @@ def one_line(err: BaseException) -> str:
     message = " ".join(str(err.args[0] if isinstance(err, KeyError) and err.args else err).split())
     if not message:
         message = type(err).__name__
-    elif not isinstance(err, _USER_ERRORS) or isinstance(err, (UnicodeError,)):
+    elif (not isinstance(err, _USER_ERRORS) or isinstance(err, UnicodeError)) and not any(
+            c.__name__ in _USER_ERROR_NAMES for c in type(err).__mro__):
         message = f"{type(err).__name__}: {message}"
     return message
 

@@ -12,7 +12,12 @@ linearly with the batch), linear probing lr 0.05 with the backbone frozen and in
 Training is per voxel: a voxel's label is the label of the point that supplies its features (the first point in
 the voxel, as the voxeliser keeps), so labels and features come from the same point. Evaluation (``evaluate.py``)
 is per point. Checkpoints go to ``output_dir/checkpoints/checkpoint-{step}`` (``--resume_from_checkpoint latest``
-continues), the final model to ``output_dir/model`` (a LargeADEncoder folder + ``segmentation.json``).
+continues; at least two while running, ``total_limit`` at the end), every step's loss to ``losses.jsonl``, the final
+model to ``output_dir/model`` (a LargeADEncoder folder + ``segmentation.json``) and ``summary.json``. The run folder
+behaves as pretraining's (lock, verified checkpoints, nothing written before the first step: a weights or data error
+leaves it untouched). A run whose loss ends more than ``divergence_factor`` (10) times above its first step's fails
+with :class:`~largead.trainer.TrainingDivergedError` and writes no final model, so no mIoU is ever reported from it
+(e.g. a linear probe on a 4-step encoder: 4954 -> 2.75e6).
 """
 
 from __future__ import annotations
@@ -83,7 +88,8 @@ class FinetuneConfig:
     lovasz_weight: float = 1.0
     seed: int = 0
     checkpointing_steps: int = 1000
-    total_limit: int | None = 2
+    total_limit: int | None = 1  # checkpoints kept at the end (2+ while running; 0: none once finished; null: all)
+    divergence_factor: float | None = 10.0  # fail if the loss ends above this x its first value (null: never)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     log_with: str | None = None
     num_workers: int = 0
@@ -220,86 +226,172 @@ def load_run_config(args: argparse.Namespace) -> FinetuneConfig:
     cfg = load_config(FinetuneConfig, resolve_config_path(args.config), overrides)
     if cfg.batch_size < 1 or cfg.epochs < 1:
         raise ConfigError(f"{args.config}: batch_size and epochs must be >= 1")
+    if cfg.total_limit is not None and cfg.total_limit < 0:
+        raise ConfigError(f"{args.config}: total_limit must be >= 0 (null: keep all), got {cfg.total_limit}")
     return cfg
 
 
 def main(args: argparse.Namespace) -> Path:
-    """Train; returns the folder of the final model (``output_dir/model``)."""
-    from largead.fileio import atomic_directory
+    """Train; returns the folder of the final model (``output_dir/model``).
+
+    Holds ``output_dir``'s lock while it runs and writes nothing there before its first step succeeds (a weights or
+    data error leaves the folder as it was). ``output_dir/losses.jsonl`` logs every step's loss (mean over processes)
+    and lr. A finished run only says so. A run whose loss diverges (:func:`largead.trainer.divergence` with
+    ``divergence_factor``) raises :class:`~largead.trainer.TrainingDivergedError` without writing the final model, so
+    no metric is ever computed from it; its checkpoints stay for inspection."""
     from largead.models.losses import SegmentationLoss
+    from largead.runfolder import LOSSES_FILE, LossLog
 
     cfg = load_run_config(args)
     out = Path(args.output_dir)
+    cfg_dict = config_to_dict(cfg)
+    resume_arg = None if str(args.resume_from_checkpoint).lower() == "none" else args.resume_from_checkpoint
     acc = trainer.make_accelerator(out, cfg.mixed_precision, cfg.grad_accum, cfg.log_with, cfg.seed,
                                    cfg.total_limit, cpu=args.cpu)
-    check_run_config(out, config_to_dict(cfg), force=args.force, write=acc.is_main_process)
+    is_main = acc.is_main_process
+    with trainer.RunFolder(acc, out) as run:
+        check_run_config(out, cfg_dict, force=args.force, write=False)
+        done = _finished(out, None if args.force else "stored") if resume_arg == "latest" else None
+        if done is not None:
+            if is_main:
+                print(f"{cfg.mode} in {out} already finished at step {done['steps']} of {done['total_steps']}; "
+                      f"nothing to do (model: {done['model_dir']})", flush=True)
+            trainer.finish(acc)
+            return Path(done["model_dir"])
 
-    train_set = open_dataset(cfg.data, cfg.data.train_split)
-    check_labelled(train_set, cfg.data.train_split)
-    indices = training_indices(train_set, cfg.data.label_fraction)
-    per_process, rem = divmod(cfg.batch_size, acc.num_processes * cfg.grad_accum)
-    if rem or per_process < 1:
-        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by {acc.num_processes} processes x "
-                                  f"{cfg.grad_accum} accumulation steps")
-    frames = LabeledFrames(train_set, indices, cfg.data.augment, cfg.seed)
-    drop_last = len(indices) >= cfg.batch_size
-    loader = trainer.make_dataloader(frames, per_process, collate_fn=_collate, seed=cfg.seed,
-                                     num_workers=cfg.num_workers, drop_last=drop_last)
+        train_set = open_dataset(cfg.data, cfg.data.train_split)
+        check_labelled(train_set, cfg.data.train_split)
+        indices = training_indices(train_set, cfg.data.label_fraction)
+        per_process, rem = divmod(cfg.batch_size, acc.num_processes * cfg.grad_accum)
+        if rem or per_process < 1:
+            raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by {acc.num_processes} processes x "
+                              f"{cfg.grad_accum} accumulation steps")
+        frames = LabeledFrames(train_set, indices, cfg.data.augment, cfg.seed)
+        drop_last = len(indices) >= cfg.batch_size
+        loader = trainer.make_dataloader(frames, per_process, collate_fn=_collate, seed=cfg.seed,
+                                         num_workers=cfg.num_workers, drop_last=drop_last)
 
-    model = build_model(cfg, train_set.class_names)
-    lr = trainer.scaled_lr(cfg.optim, cfg.batch_size)
-    head_scale = 1.0 if cfg.head_lr is None else cfg.head_lr / cfg.optim.lr
-    groups = [{"params": g["params"], "lr_scale": head_scale if g["name"] == "head" else 1.0}
-              for g in model.param_groups(lr)]
-    optimizer = trainer.build_optimizer(groups, cfg.optim, cfg.batch_size)
-    model, optimizer, loader = acc.prepare(model, optimizer, loader)
-    steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
-    total = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
-    scheduler = trainer.build_scheduler(optimizer, cfg.optim, total)
-    acc.register_for_checkpointing(scheduler)
-    resume_arg = None if str(args.resume_from_checkpoint).lower() == "none" else args.resume_from_checkpoint
-    step = trainer.resume(acc, out, resume_arg)
-    epoch, skip = trainer.resume_position(step, len(loader), cfg.grad_accum)
+        model = build_model(cfg, train_set.class_names)
+        lr = trainer.scaled_lr(cfg.optim, cfg.batch_size)
+        head_scale = 1.0 if cfg.head_lr is None else cfg.head_lr / cfg.optim.lr
+        groups = [{"params": g["params"], "lr_scale": head_scale if g["name"] == "head" else 1.0}
+                  for g in model.param_groups(lr)]
+        optimizer = trainer.build_optimizer(groups, cfg.optim, cfg.batch_size)
+        model, optimizer, loader = acc.prepare(model, optimizer, loader)
+        steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
+        total = (cfg.epochs * steps_per_epoch if cfg.max_steps is None
+                 else min(cfg.max_steps, cfg.epochs * steps_per_epoch))
+        scheduler = trainer.build_scheduler(optimizer, cfg.optim, total)
+        acc.register_for_checkpointing(scheduler)
+        step = trainer.resume(acc, out, resume_arg)
+        log = LossLog(out / LOSSES_FILE, step, write=is_main)
+        epoch, skip = trainer.resume_position(step, len(loader), cfg.grad_accum)
 
-    net = acc.unwrap_model(model)
-    norm_key = cfg.data.input_norm_key or cfg.data.name
-    criterion = SegmentationLoss(ce_weight=cfg.ce_weight, lovasz_weight=cfg.lovasz_weight)
-    bar = trainer.progress_bar(acc, total, step, desc=f"{cfg.mode} {cfg.data.name} {cfg.data.label_fraction:g}%")
-    model.train()
-    while step < total:
-        for items in trainer.epoch_batches(acc, loader, epoch, skip):
-            with acc.accumulate(model):
-                batch = net.encoder.voxelize([p for p, _ in items], dataset=norm_key).to(acc.device)
-                labels = torch.from_numpy(np.concatenate([lab for _, lab in items])).to(acc.device)
-                logits = model(batch)
-                loss = criterion(logits, labels[batch.first_index])
-                trainer.check_finite_loss(acc, loss, step, out)
-                acc.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            if acc.sync_gradients:
-                scheduler.step()
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-                if cfg.log_with:
-                    acc.log({"loss": loss.item(), "lr": scheduler.get_last_lr()[0]}, step=step)
-                if step % cfg.checkpointing_steps == 0 or step == total:
-                    trainer.save_checkpoint(acc, out, step, cfg.total_limit)
-                if step >= total:
-                    break
-        epoch, skip = epoch + 1, 0
-    bar.close()
+        net = acc.unwrap_model(model)
+        norm_key = cfg.data.input_norm_key or cfg.data.name
+        criterion = SegmentationLoss(ce_weight=cfg.ce_weight, lovasz_weight=cfg.lovasz_weight)
+        # the bar is closed (ending its line) before an error message is printed
+        with trainer.progress_bar(acc, total, min(step, total),
+                                  desc=f"{cfg.mode} {cfg.data.name} {cfg.data.label_fraction:g}%") as bar:
+            model.train()
+            micro: list[torch.Tensor] = []
+            while step < total:
+                for items in trainer.epoch_batches(acc, loader, epoch, skip):
+                    with acc.accumulate(model):
+                        batch = net.encoder.voxelize([p for p, _ in items], dataset=norm_key).to(acc.device)
+                        labels = torch.from_numpy(np.concatenate([lab for _, lab in items])).to(acc.device)
+                        logits = model(batch)
+                        loss = criterion(logits, labels[batch.first_index])
+                        trainer.check_finite_loss(acc, loss, step, out)
+                        acc.backward(loss)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    micro.append(loss.detach().float())
+                    if not acc.sync_gradients:
+                        continue
+                    scheduler.step()
+                    step += 1
+                    if not run.committed:  # the first step succeeded: now the run writes into output_dir
+                        if is_main:
+                            check_run_config(out, cfg_dict, force=args.force, write=True)
+                        if cfg.log_with:
+                            acc.init_trackers("finetune")
+                        run.commit()
+                    mean = float(acc.reduce(torch.stack(micro).mean(), reduction="mean"))
+                    micro = []
+                    record = {"step": step, "loss": mean, "lr": scheduler.get_last_lr()[0]}
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{mean:.4f}")
+                    if cfg.log_with:
+                        acc.log({"loss": mean, "lr": record["lr"]}, step=step)
+                    try:
+                        log.append(record)
+                    except OSError as err:
+                        raise _write_error(err, log.path, f"step {step} of {LOSSES_FILE}", out) from err
+                    if step % cfg.checkpointing_steps == 0 or step == total:
+                        log.sync()
+                        trainer.save_checkpoint(acc, out, step, cfg.total_limit)
+                    if step >= total:
+                        break
+                epoch, skip = epoch + 1, 0
+        log.close()
 
-    final = out / FINAL_MODEL_DIR
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        with atomic_directory(final) as tmp:
-            acc.unwrap_model(model).save_pretrained(
-                tmp, dataset=cfg.data.name, input_norm_key=norm_key, label_fraction=cfg.data.label_fraction,
-                pretrained=cfg.pretrained, steps=step)
-    trainer.finish(acc)
+        why = trainer.divergence([r["loss"] for r in log.records], cfg.divergence_factor)
+        if why is not None:
+            raise trainer.TrainingDivergedError(
+                f"{cfg.mode} diverged: {why}; the final model is not written, so no metric is computed from it "
+                f"(checkpoints: {out / 'checkpoints'}). Lower optim.lr / head_lr, or check the encoder's feature "
+                "scale; divergence_factor=null disables this check")
+        final = out / FINAL_MODEL_DIR
+        if not run.committed:  # no step ran (resumed at the stop step): the export is this run's first output
+            if is_main:
+                check_run_config(out, cfg_dict, force=args.force, write=True)
+            run.commit()
+        acc.wait_for_everyone()
+        if is_main:
+            from largead.fileio import atomic_directory, atomic_write_json
+            from largead.runfolder import SUMMARY_FILE
+
+            summary = {"steps": step, "total_steps": total,
+                       "final_loss": log.records[-1]["loss"] if log.records else None,
+                       "model_dir": str(final), "finished": step >= total}
+            try:
+                with atomic_directory(final) as tmp:
+                    acc.unwrap_model(model).save_pretrained(
+                        tmp, dataset=cfg.data.name, input_norm_key=norm_key, label_fraction=cfg.data.label_fraction,
+                        pretrained=cfg.pretrained, steps=step)
+                atomic_write_json(out / SUMMARY_FILE, summary)
+            except (OSError, RuntimeError) as err:
+                raise _write_error(err, out, "the final model", out) from err
+        trainer.finalize_checkpoints(acc, out, cfg.total_limit, finished=step >= total)
+        trainer.finish(acc)
     return final
+
+
+def _write_error(err: BaseException, where: Path, what: str, out: Path) -> Exception:
+    from largead.runfolder import RunWriteError, describe_write_error, list_checkpoints
+
+    last = list_checkpoints(out)[-1:]
+    intact = f"the checkpoint {last[0][1].name} is intact" if last else "no checkpoint was saved yet"
+    return RunWriteError(describe_write_error(err, where, what, intact))
+
+
+def _finished(out: Path, total: str | None) -> dict[str, Any] | None:
+    """The stored summary of a finished run in ``out`` whose final model exists (``total`` ``"stored"``: the config
+    is unchanged, so the stored schedule holds; ``None``: unknown, never finished)."""
+    import json
+
+    from largead.runfolder import SUMMARY_FILE
+
+    if total is None:
+        return None
+    try:
+        done = json.loads((out / SUMMARY_FILE).read_text())
+        finished = int(done["steps"]) >= int(done["total_steps"])
+        model_dir = Path(done["model_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return done if finished and (model_dir / "segmentation.json").is_file() else None
 
 
 def cli(argv: Sequence[str] | None = None) -> None:

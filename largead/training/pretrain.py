@@ -6,12 +6,23 @@
 
 ``--config`` takes a YAML path or the name of a file in ``training/configs/``; trailing ``key=value`` arguments
 override config keys (dotted, values parsed as YAML). ``--resume_from_checkpoint latest`` (the default) continues
-from the newest ``checkpoint-{step}`` in ``output_dir``; a stored ``run_config.json`` that differs from this run's
-config is refused unless ``--force`` (then the optimiser and scheduler state still come from the checkpoint: a
-changed ``optim.lr`` does not take effect). ``--max_steps`` stops the run early (the schedule still spans
-``train.steps``), e.g. to split a run into pieces. On finish the encoder is written to ``output_dir/encoder`` as a
-Hub-ready folder (``LargeADEncoder.save_pretrained`` + README.md model card), atomically. ``output_dir/losses.jsonl``
-logs every step (loss terms, lr, the samples each process used, replica checksums when distributed).
+from the newest ``checkpoint-{step}`` in ``output_dir`` that passes its manifest check (a damaged newer one is
+reported in one line and skipped); ``--resume_from_checkpoint checkpoint-N`` resumes from that one (it must verify;
+newer checkpoints are replaced as the run passes them). A stored ``run_config.json`` that differs from this run's
+config is refused, naming the differing keys, unless ``--force`` (then the optimiser and scheduler state still come
+from the checkpoint: a changed ``optim.lr`` does not take effect). ``--max_steps`` stops the run early (the schedule
+still spans ``train.steps``), e.g. to split a run into pieces; one beyond the schedule is reported and capped.
+
+What a run guarantees (:class:`largead.trainer.RunFolder`, :func:`largead.trainer.save_checkpoint`): one run per
+``output_dir`` (a second launch is refused naming the holder's pid, host and start time); nothing written there
+before the first step succeeds; a run killed at any moment resumes bit-identical; each checkpoint carries a
+manifest (sizes, SHA-256) written last; a full or read-only disk is one line naming the intact checkpoint; nothing in
+a checkpoint is unpickled with code execution. ``output_dir`` holds ``run_config.json``, ``losses.jsonl`` (every
+step: loss terms, lr, the samples each process used, replica checksums when distributed), ``checkpoints/`` (at
+least two while running, ``train.checkpoint_total_limit`` at the end, default 1), ``segment_cache/``,
+``encoder/`` (the Hub-ready folder, ``LargeADEncoder.save_pretrained`` + README.md model card, written atomically
+at the end) and ``summary.json`` (steps, final loss, encoder path, time; also printed). Rerunning a finished run says
+so and exits 0.
 
 Several processes on a CPU-only machine: ``accelerate launch --multi_gpu --num_processes 2 training/pretrain.py ...``
 (accelerate's ``--cpu`` flag starts a single process unless an mpirun hostfile is configured).
@@ -88,7 +99,10 @@ class TeacherConfig:
 class TrainConfig:
     """Length: exactly one of ``steps`` (optimiser steps the schedule spans) or ``epochs`` (passes over the data;
     steps = epochs x batches per epoch / grad_accum). ``batch_size`` is per process (global batch = batch_size x
-    processes x grad_accum); a checkpoint every ``checkpoint_every`` steps (0: only at the end)."""
+    processes x grad_accum); a checkpoint every ``checkpoint_every`` steps (0: only at the end).
+    ``checkpoint_total_limit``: checkpoints kept when the run ends (default 1, the final one; 0: none once the
+    schedule is complete and the encoder exported, so the run cannot be extended; ``null``: all); while it runs at
+    least two are kept, so a damaged newest checkpoint always has an intact predecessor."""
 
     steps: int | None = None
     epochs: int | None = None
@@ -97,7 +111,7 @@ class TrainConfig:
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     seed: int = 0
     checkpoint_every: int = 500
-    checkpoint_total_limit: int | None = 3
+    checkpoint_total_limit: int | None = 1
     log_every: int = 10
     num_workers: int = 0
     log_with: str | None = "tensorboard"
@@ -218,19 +232,24 @@ def _input_norm(cfg: PretrainConfig, datasets: Sequence[Any], labels: Sequence[s
 
 # --------------------------------------------------------------------------------------------------------- main
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    """Run (or resume) pretraining; returns ``{"output_dir", "encoder_dir", "steps", "losses", "seconds"}``
-    (``losses``: the global mean loss of every optimiser step run by this call)."""
+    """Run (or resume) pretraining; returns ``{"output_dir", "encoder_dir", "steps", "total_steps", "losses",
+    "final_loss", "seconds", "finished"}`` (``losses``: the global mean loss of every optimiser step run by this call;
+    ``finished``: the schedule is complete).
+
+    The run holds ``output_dir``'s lock while it runs (:class:`largead.trainer.RunFolder`) and writes nothing there
+    before its first step succeeds. A run that already reached its stop step only says so (and exports the encoder
+    if it is missing), and ``--max-steps`` beyond the schedule is reported and capped."""
     import torch
     from accelerate.utils import gather_object
 
     from largead import LargeADEncoder
     from largead import trainer as T
     from largead.config import ConfigError, check_run_config, config_to_dict
-    from largead.fileio import atomic_directory
     from largead.pretrain.data import PretrainDataset, collate_pretrain
     from largead.pretrain.model import PretrainModel
     from largead.pretrain.multisource import MultiSourceSampler
     from largead.pretrain.temporal import SegmentCache
+    from largead.runfolder import LOSSES_FILE, LossLog
     from largead.superpixels import get_source
 
     cfg = load_pretrain_config(args.config, args.overrides)
@@ -238,110 +257,207 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     tc = cfg.train
     if (tc.steps is None) == (tc.epochs is None):
         raise ConfigError(f"{args.config}: set exactly one of train.steps and train.epochs")
-    acc = T.make_accelerator(out, tc.mixed_precision, tc.grad_accum, tc.log_with, tc.seed, tc.checkpoint_total_limit)
-    check_run_config(out, config_to_dict(cfg), force=args.force, write=acc.is_main_process)
-    acc.wait_for_everyone()
-
-    datasets, labels = _open_datasets(cfg)
-    input_norm = _input_norm(cfg, datasets, labels)
-    mc = cfg.model
-    enc_cfg = dataclasses.replace(mc, normalize_output=True, input_norm=input_norm)
-    with acc.main_process_first():  # a teacher trained on first use is trained (and cached) once
-        teacher = build_teacher(cfg.teacher, mc.out_channels, datasets)
-    torch.manual_seed(tc.seed)  # identical initial weights whatever the process or cache state
-    encoder = LargeADEncoder(enc_cfg)
-    teacher.head.reset_parameters()
-    model = PretrainModel(encoder, teacher, cfg.objective)
-
-    sources = [get_source(cfg.superpixels.source, **{**cfg.superpixels.options, **d.superpixels}) for d in cfg.data]
-    cache = SegmentCache(cfg.segment_cache or out / "segment_cache")
-    dataset = PretrainDataset(pairing_datasets(cfg, datasets), sources, cfg.pipeline, cache, seed=tc.seed,
-                              names=labels)
-    sampler = None
-    if len(datasets) > 1:  # the index is grouped by dataset, in config order, as the sampler expects
-        sampler = MultiSourceSampler(dataset.sizes(), [d.ratio for d in cfg.data], seed=tc.seed)
-    collate = functools.partial(collate_pretrain, grid=encoder.grid, feature_mode=mc.feature_mode,
-                                input_norm=input_norm, datasets=labels)
-    loader = T.make_dataloader(dataset, tc.batch_size, collate, seed=tc.seed, num_workers=tc.num_workers,
-                               sampler=sampler)
-    global_batch = tc.batch_size * acc.num_processes * tc.grad_accum
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = T.build_optimizer(params, cfg.optim, global_batch)
-    note = T.lr_note(cfg.optim, global_batch)
-    if note:
-        acc.print(f"pretrain.py: {note}")
-    model, optimizer, loader = acc.prepare(model, optimizer, loader)
-    total = tc.steps if tc.steps is not None else max(1, tc.epochs * len(loader) // tc.grad_accum)
-    scheduler = T.build_scheduler(optimizer, cfg.optim, total)
-    acc.register_for_checkpointing(scheduler)
-
+    if tc.checkpoint_total_limit is not None and tc.checkpoint_total_limit < 0:
+        raise ConfigError(f"{args.config}: train.checkpoint_total_limit must be >= 0 (null: keep all), got "
+                          f"{tc.checkpoint_total_limit}")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
+    cfg_dict = config_to_dict(cfg)
     resume_arg = None if str(args.resume_from_checkpoint).lower() == "none" else args.resume_from_checkpoint
-    step = T.resume(acc, out, resume_arg)
-    stop = min(total, args.max_steps) if args.max_steps is not None else total
-    log_path = out / "losses.jsonl"
-    if acc.is_main_process and log_path.is_file():  # drop steps logged after the checkpoint we resume from
-        kept = [ln for ln in log_path.read_text().splitlines() if json.loads(ln)["step"] <= step]
-        log_path.write_text("".join(ln + "\n" for ln in kept))
-    if tc.log_with:
-        acc.init_trackers("pretrain")
-    epoch, skip = T.resume_position(step, len(loader), tc.grad_accum)
-    bar = T.progress_bar(acc, stop, initial=step)
-    losses: list[float] = []
-    micro: list[torch.Tensor] = []
-    seen: list[int] = []
+    acc = T.make_accelerator(out, tc.mixed_precision, tc.grad_accum, tc.log_with, tc.seed, tc.checkpoint_total_limit)
+    is_main = acc.is_main_process
     start = time.time()
-    while step < stop:
-        for batch in T.epoch_batches(acc, loader, epoch, skip):
-            with acc.accumulate(model):
-                terms = model(batch, progress=step / total)  # L_cdp's warm-up reads the schedule position
-                loss = terms["loss"]
-                T.check_finite_loss(acc, loss, step, out)
-                acc.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            micro.append(torch.stack([terms[k].detach().float() for k in sorted(terms)]))
-            seen.extend(batch.indices)
-            if not acc.sync_gradients:
-                continue
-            scheduler.step()
-            step += 1
-            mean = acc.reduce(torch.stack(micro).mean(0), reduction="mean")
-            logs: dict[str, Any] = {k: float(v) for k, v in zip(sorted(terms), mean.tolist())}
-            logs["lr"] = scheduler.get_last_lr()[0]
-            # which samples each process used in this step, and a checksum of each replica's weights
-            logs["samples"] = gather_object([seen])
-            if acc.num_processes > 1:
-                logs["replica_checksums"] = gather_object([_checksum(model)])
-            micro, seen = [], []
-            losses.append(logs["loss"])
-            bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.4f}")
-            if tc.log_with and (step % tc.log_every == 0 or step == stop):
-                acc.log({k: v for k, v in logs.items() if isinstance(v, float)}, step=step)
+    with T.RunFolder(acc, out) as run:
+        check_run_config(out, cfg_dict, force=args.force, write=False)
+        # the schedule's length when known before building the data (train.steps, or an unchanged stored config)
+        known_total = tc.steps if tc.steps is not None else (None if args.force else "stored")
+        done = _finished(out, args.max_steps, known_total) if resume_arg == "latest" else None
+        if done is not None:  # nothing to do: say so without building anything
             if acc.is_main_process:
-                with open(log_path, "a") as fh:
-                    fh.write(json.dumps({"step": step, **logs}) + "\n")
-            if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or step == stop:
-                T.save_checkpoint(acc, out, step, tc.checkpoint_total_limit)
-            if step >= stop:
-                break
-        epoch, skip = epoch + 1, 0
-    bar.close()
-    seconds = time.time() - start
-    encoder_dir = out / "encoder"
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        unwrapped = acc.unwrap_model(model)
-        recipe = {**config_to_dict(cfg), "datasets": [d.name for d in cfg.data],
-                  "superpixels": _superpixel_kind(cfg.superpixels), "teacher": cfg.teacher.name,
-                  "teacher_weights": getattr(unwrapped.teacher, "weights", None), "steps_done": step,
-                  "global_batch_size": global_batch, "effective_lr": T.scaled_lr(cfg.optim, global_batch)}
+                _warn_max_steps(args.max_steps, done["total_steps"], tc)
+                where = (f"already finished at step {done['steps']} of {done['total_steps']}" if done["finished"] else
+                         f"already at step {done['steps']} of {done['total_steps']} (--max-steps {args.max_steps})")
+                print(f"pretraining in {out} {where}; nothing to do (encoder: {done['encoder_dir']})", flush=True)
+            T.finish(acc)
+            return {**done, "output_dir": str(out), "losses": [], "seconds": 0.0}
+
+        datasets, labels = _open_datasets(cfg)
+        input_norm = _input_norm(cfg, datasets, labels)
+        mc = cfg.model
+        enc_cfg = dataclasses.replace(mc, normalize_output=True, input_norm=input_norm)
+        with acc.main_process_first():  # a teacher trained on first use is trained (and cached) once
+            teacher = build_teacher(cfg.teacher, mc.out_channels, datasets)
+        torch.manual_seed(tc.seed)  # identical initial weights whatever the process or cache state
+        encoder = LargeADEncoder(enc_cfg)
+        teacher.head.reset_parameters()
+        model = PretrainModel(encoder, teacher, cfg.objective)
+
+        sources = [get_source(cfg.superpixels.source, **{**cfg.superpixels.options, **d.superpixels})
+                   for d in cfg.data]
+        cache = SegmentCache(cfg.segment_cache or out / "segment_cache")
+        dataset = PretrainDataset(pairing_datasets(cfg, datasets), sources, cfg.pipeline, cache, seed=tc.seed,
+                                  names=labels)
+        sampler = None
+        if len(datasets) > 1:  # the index is grouped by dataset, in config order, as the sampler expects
+            sampler = MultiSourceSampler(dataset.sizes(), [d.ratio for d in cfg.data], seed=tc.seed)
+        collate = functools.partial(collate_pretrain, grid=encoder.grid, feature_mode=mc.feature_mode,
+                                    input_norm=input_norm, datasets=labels)
+        loader = T.make_dataloader(dataset, tc.batch_size, collate, seed=tc.seed, num_workers=tc.num_workers,
+                                   sampler=sampler)
+        global_batch = tc.batch_size * acc.num_processes * tc.grad_accum
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = T.build_optimizer(params, cfg.optim, global_batch)
+        note = T.lr_note(cfg.optim, global_batch)
+        if note:
+            acc.print(f"pretrain.py: {note}")
+        model, optimizer, loader = acc.prepare(model, optimizer, loader)
+        total = tc.steps if tc.steps is not None else max(1, tc.epochs * len(loader) // tc.grad_accum)
+        scheduler = T.build_scheduler(optimizer, cfg.optim, total)
+        acc.register_for_checkpointing(scheduler)
+
+        if acc.is_main_process:
+            _warn_max_steps(args.max_steps, total, tc)
+        stop = min(total, args.max_steps) if args.max_steps is not None else total
+        step = T.resume(acc, out, resume_arg)
+        log = LossLog(out / LOSSES_FILE, step, write=acc.is_main_process)
+        epoch, skip = T.resume_position(step, len(loader), tc.grad_accum)
+        # the bar is closed (ending its line) before an error message is printed
+        with T.progress_bar(acc, stop, initial=min(step, stop)) as bar:
+            losses: list[float] = []
+            micro: list[torch.Tensor] = []
+            seen: list[int] = []
+            while step < stop:
+                for batch in T.epoch_batches(acc, loader, epoch, skip):
+                    with acc.accumulate(model):
+                        terms = model(batch, progress=step / total)  # L_cdp's warm-up reads the schedule
+                        loss = terms["loss"]
+                        T.check_finite_loss(acc, loss, step, out)
+                        acc.backward(loss)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    micro.append(torch.stack([terms[k].detach().float() for k in sorted(terms)]))
+                    seen.extend(batch.indices)
+                    if not acc.sync_gradients:
+                        continue
+                    scheduler.step()
+                    step += 1
+                    if not run.committed:  # the first step succeeded: now the run writes into output_dir
+                        if acc.is_main_process:
+                            check_run_config(out, cfg_dict, force=args.force, write=True)
+                        if tc.log_with:
+                            acc.init_trackers("pretrain")
+                        run.commit()
+                    mean = acc.reduce(torch.stack(micro).mean(0), reduction="mean")
+                    logs: dict[str, Any] = {k: float(v) for k, v in zip(sorted(terms), mean.tolist())}
+                    logs["lr"] = scheduler.get_last_lr()[0]
+                    # which samples each process used in this step, and a checksum of each replica's weights
+                    logs["samples"] = gather_object([seen])
+                    if acc.num_processes > 1:
+                        logs["replica_checksums"] = gather_object([_checksum(model)])
+                    micro, seen = [], []
+                    losses.append(logs["loss"])
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}")
+                    if tc.log_with and (step % tc.log_every == 0 or step == stop):
+                        acc.log({k: v for k, v in logs.items() if isinstance(v, float)}, step=step)
+                    _append(log, {"step": step, **logs}, out, step)
+                    if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or step == stop:
+                        log.sync()
+                        T.save_checkpoint(acc, out, step, tc.checkpoint_total_limit)
+                    if step >= stop:
+                        break
+                epoch, skip = epoch + 1, 0
+        log.close()
+        seconds = time.time() - start
+        encoder_dir = out / "encoder"
+        final_loss = log.records[-1]["loss"] if log.records else None
+        summary = {"steps": step, "total_steps": total, "final_loss": final_loss, "encoder_dir": str(encoder_dir),
+                   "seconds": round(seconds, 3), "finished": step >= total}
+        if not run.committed:  # no step ran (resumed at the stop step): the export is this run's first output
+            if acc.is_main_process:
+                check_run_config(out, cfg_dict, force=args.force, write=True)
+            run.commit()
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            unwrapped = acc.unwrap_model(model)
+            recipe = {**cfg_dict, "datasets": [d.name for d in cfg.data],
+                      "superpixels": _superpixel_kind(cfg.superpixels), "teacher": cfg.teacher.name,
+                      "teacher_weights": getattr(unwrapped.teacher, "weights", None), "steps_done": step,
+                      "global_batch_size": global_batch, "effective_lr": T.scaled_lr(cfg.optim, global_batch)}
+            _export(unwrapped.encoder, encoder_dir, recipe, cfg, summary, out)
+        T.finalize_checkpoints(acc, out, tc.checkpoint_total_limit, finished=step >= total)
+        T.finish(acc)
+    if is_main:
+        _print_summary(summary, out, args.max_steps)
+    return {"output_dir": str(out), "losses": losses, **summary}
+
+
+def _warn_max_steps(max_steps: int | None, total: int, tc: TrainConfig) -> None:
+    if max_steps is not None and max_steps > total:
+        print(f"--max-steps {max_steps} is beyond the schedule's {total} steps "
+              f"({'train.steps' if tc.steps is not None else 'train.epochs'}); the run stops at step {total} (to train "
+              "longer, set a larger train.steps: a new schedule, so in a new --output-dir)", file=sys.stderr,
+              flush=True)
+
+
+def _finished(out: Path, max_steps: int | None, total: int | str | None) -> dict[str, Any] | None:
+    """The stored summary of a run in ``out`` that already reached its stop step (``min(total, max_steps)``) and
+    exported its encoder, else ``None``. ``total``: the schedule's length, ``"stored"`` to take the summary's (the
+    config is unchanged), ``None`` if unknown (then ``None``)."""
+    from largead.runfolder import SUMMARY_FILE
+
+    try:
+        done = json.loads((out / SUMMARY_FILE).read_text())
+        steps = int(done["steps"])
+        total = int(done["total_steps"]) if total == "stored" else total
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if total is None:
+        return None
+    done["total_steps"], done["finished"] = total, steps >= total
+    stop = total if max_steps is None else min(total, max_steps)
+    encoder = Path(done.get("encoder_dir", out / "encoder"))
+    if steps < stop or not (encoder / "model.safetensors").is_file():
+        return None
+    return done
+
+
+def _append(log: Any, record: dict[str, Any], out: Path, step: int) -> None:
+    """One line of ``losses.jsonl``; a full or read-only disk is one line naming the intact checkpoint."""
+    from largead.runfolder import RunWriteError, describe_write_error, list_checkpoints
+
+    try:
+        log.append(record)
+    except OSError as err:
+        last = list_checkpoints(out)[-1:]
+        intact = f"the previous checkpoint {last[0][1].name} is intact" if last else "no checkpoint was saved yet"
+        raise RunWriteError(describe_write_error(err, log.path, f"step {step} of losses.jsonl", intact)) from err
+
+
+def _export(encoder: Any, encoder_dir: Path, recipe: dict[str, Any], cfg: PretrainConfig, summary: dict[str, Any],
+            out: Path) -> None:
+    """The Hub-ready encoder folder (atomically), then ``summary.json`` (which marks the run as exported)."""
+    from largead.fileio import atomic_directory, atomic_write_json
+    from largead.runfolder import SUMMARY_FILE, RunWriteError, describe_write_error
+
+    try:
         with atomic_directory(encoder_dir) as tmp:
-            unwrapped.encoder.save_pretrained(tmp)
+            encoder.save_pretrained(tmp)
             _write_card(tmp, recipe, cfg)
-    T.finish(acc)
-    return {"output_dir": str(out), "encoder_dir": str(encoder_dir), "steps": step, "losses": losses,
-            "seconds": seconds}
+        atomic_write_json(out / SUMMARY_FILE, summary)
+    except (OSError, RuntimeError) as err:  # safetensors / torch writers wrap the OS error in a RuntimeError
+        raise RunWriteError(describe_write_error(
+            err, out, "the encoder", f"checkpoint-{summary['steps']} is intact: rerun the same command to export it"
+        )) from err
+
+
+def _print_summary(summary: dict[str, Any], out: Path, max_steps: int | None) -> None:
+    loss = "n/a" if summary["final_loss"] is None else f"{summary['final_loss']:.4f}"
+    head = (f"pretraining finished: {summary['steps']}/{summary['total_steps']} steps" if summary["finished"] else
+            f"pretraining stopped at step {summary['steps']} of {summary['total_steps']} (--max-steps {max_steps}; "
+            "rerun without it to continue)")
+    print(f"{head}, final loss {loss}, {summary['seconds']:.1f} s; encoder: {summary['encoder_dir']}; "
+          f"checkpoints: {out / 'checkpoints'}", flush=True)
 
 
 def _superpixel_kind(sp: SuperpixelConfig) -> str:

@@ -14,6 +14,7 @@ from largead.models.heads import SegmentationModel
 from largead.trainer import list_checkpoints
 from largead.training import CONFIG_DIR as CONFIGS
 from largead.training import finetune
+
 TINY = ["data.options={num_sequences: 2, frames_per_sequence: 2, num_cameras: 1, beams: 16, azimuth_resolution: 2.0}",
         "model.backbone=minkunet14", "batch_size=2", "epochs=1", "checkpointing_steps=1"]
 
@@ -92,7 +93,7 @@ def test_tiny_linear_probe_end_to_end_and_resume(tmp_path: Path) -> None:
     args = ["--config", str(CONFIGS / "linear-probe-synthetic.yaml"), "--output_dir", str(out),
             "--pretrained", str(tmp_path / "pre"), *TINY]
     final = finetune.main(finetune.parse_args(args))
-    assert [s for s, _ in list_checkpoints(out)] == [1, 2]  # 4 frames / batch 2 = 2 steps, total_limit 2
+    assert [s for s, _ in list_checkpoints(out)] == [2]  # 4 frames / batch 2 = 2 steps; total_limit 1 at the end
     model = SegmentationModel.from_pretrained(final)
     assert model.mode == "linear_probe" and model.class_names[0] == "road"
     meta = json.loads((final / "segmentation.json").read_text())
@@ -101,10 +102,49 @@ def test_tiny_linear_probe_end_to_end_and_resume(tmp_path: Path) -> None:
     for k, v in pre.state_dict().items():  # backbone (weights and BN statistics) untouched, head new
         if not k.startswith("final."):
             assert torch.equal(v, trained[k]), k
-    # resuming a finished run trains nothing more and rewrites the same model
-    again = finetune.main(finetune.parse_args([*args, "--resume_from_checkpoint", "latest"]))
-    again_state = SegmentationModel.from_pretrained(again).encoder.state_dict()
+    log = [json.loads(ln) for ln in (out / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(r["loss"] > 0 for r in log)
+    # rerunning a finished run trains nothing, rewrites nothing and says so
+    stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    code, stdout = _cli(args)
+    assert code == 0 and f"linear_probe in {out} already finished at step 2 of 2; nothing to do" in stdout
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamp
+    again_state = SegmentationModel.from_pretrained(final).encoder.state_dict()
     assert all(torch.equal(again_state[k], trained[k]) for k in trained)
+
+
+def _cli(argv: list[str]) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        try:
+            finetune.cli(argv)
+        except SystemExit as exit_:
+            return exit_.code, buf.getvalue()
+    raise AssertionError("cli() did not exit")
+
+
+@pytest.mark.slow
+def test_diverging_probe_fails_without_writing_a_model(tmp_path: Path, capsys) -> None:
+    """The divergence check end to end (the rule itself, with the issue's 4954 -> 2.75e6 probe, is tested in
+    tests/test_trainer.py): a factor so small that any loss exceeds it makes every run "diverge"."""
+    out = tmp_path / "run"
+    args = ["--config", str(CONFIGS / "linear-probe-synthetic.yaml"), "--output_dir", str(out), "--pretrained",
+            "none", *TINY, "divergence_factor=1.0e-9"]
+    code, _ = _cli(args)
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if ": error: " in ln]
+    assert code == 1 and "TrainingDivergedError: linear_probe diverged: the loss went from " in line
+    assert "the final model is not written, so no metric is computed from it" in line
+    assert not (out / "model").exists() and not (out / "summary.json").exists()
+    assert [s for s, _ in list_checkpoints(out)] == [1, 2]  # kept for inspection (2 while a run is live)
+    # the check disabled: the same run writes its model; total_limit 0 drops the checkpoints of a finished run
+    code, _ = _cli([*args[:-1], "divergence_factor=null", "total_limit=0", "--force"])
+    assert code == 0 and (out / "model" / "segmentation.json").is_file() and list_checkpoints(out) == []
+    code, stdout = _cli([*args[:-1], "divergence_factor=null", "total_limit=0"])
+    assert code == 0 and "already finished at step 2 of 2; nothing to do" in stdout
 
 
 @pytest.mark.slow
