@@ -142,7 +142,7 @@ def _errors(stderr: str) -> list[str]:
 def test_second_launch_is_refused_and_the_first_run_unharmed(reference, monkeypatch, cache):
     code, _, err = reference["second"]
     (line,) = _errors(err)
-    assert code == 1 and line.startswith(f"pretrain.py: error: RunLockedError: {reference['out']} is in use by "
+    assert code == 1 and line.startswith(f"pretrain.py: error: {reference['out']} is in use by "
                                          f"another run (pid {reference['pid']} on host ")
     assert "use another --output-dir" in line
     out = reference["out"]
@@ -318,7 +318,7 @@ def test_full_disk_is_one_line_leaves_no_partial_folder_and_resumes(reference, t
     monkeypatch.setattr(torch, "save", full_disk)
     code, _, err = _run(out)
     (line,) = _errors(err)
-    assert code == 1 and line.startswith(f"pretrain.py: error: CheckpointWriteError: no space left on "
+    assert code == 1 and line.startswith(f"pretrain.py: error: no space left on "
                                          f"{out / 'checkpoints'} while writing checkpoint 4; the previous checkpoint "
                                          "checkpoint-3 is intact")
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-3"]  # no partial folder
@@ -384,7 +384,7 @@ def test_failure_in_the_first_step_removes_what_loading_wrote(tmp_path, monkeypa
 
     monkeypatch.setenv("LARGEAD_CACHE", str(cache))
 
-    def broken(self, batch):  # fails after the first batch was loaded (its segments cached in output_dir)
+    def broken(self, batch, progress=None):  # fails after the first batch was loaded (its segments cached in output_dir)
         raise RuntimeError("out of memory in the first step")
 
     monkeypatch.setattr(PretrainModel, "forward", broken)

@@ -136,7 +136,7 @@ def test_diverging_probe_fails_without_writing_a_model(tmp_path: Path, capsys) -
     code, _ = _cli(args)
     err = capsys.readouterr().err
     (line,) = [ln for ln in err.splitlines() if ": error: " in ln]
-    assert code == 1 and "TrainingDivergedError: linear_probe diverged: the loss went from " in line
+    assert code == 1 and "finetune.py: error: linear_probe diverged: the loss went from " in line
     assert "the final model is not written, so no metric is computed from it" in line
     assert not (out / "model").exists() and not (out / "summary.json").exists()
     assert [s for s, _ in list_checkpoints(out)] == [1, 2]  # kept for inspection (2 while a run is live)
