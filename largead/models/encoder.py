@@ -406,8 +406,13 @@ class LargeADEncoder(
             return feats
         if dataset is not None and self.config.input_norm:
             if dataset not in self.config.input_norm:
-                raise KeyError(f"no input normalisation for dataset {dataset!r}; this model knows "
-                               f"{sorted(self.config.input_norm)} (or pass dataset=None for raw intensity)")
+                known = sorted(self.config.input_norm)
+                raise KeyError(f"this encoder has no input statistics for dataset {dataset!r}: it was pretrained with "
+                               f"per-dataset intensity normalisation on {known}. For another dataset, fine-tune it there "
+                               "(training/finetune.py estimates and stores the statistics), add them "
+                               f"(encoder.config.input_norm[{dataset!r}] = (mean, std), e.g. from "
+                               "largead.pretrain.multisource.dataset_intensity_stats), or pass one of "
+                               f"dataset={known} whose intensity has the same scale")
             mean, std = self.config.input_norm[dataset]
             feats = feats.clone()
             feats[:, -1] = (feats[:, -1] - mean) / std

@@ -13,6 +13,8 @@ accelerate shards it into disjoint per-process batches.
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -39,6 +41,18 @@ def intensity_stats(intensities: Iterable[np.ndarray]) -> tuple[float, float]:
     if not std > 1e-12:
         raise ValueError(f"intensity_stats: constant intensity ({mean}); set input_norm for this dataset explicitly")
     return mean, std
+
+
+def dataset_intensity_stats(dataset: Any, max_frames: int = 64,
+                            indices: Sequence[int] | None = None) -> tuple[float, float]:
+    """``(mean, std)`` of the intensity of ``dataset`` (a reader), from up to ``max_frames`` frames evenly spaced
+    over ``indices`` (default: every frame): how pretraining fills ``input_norm`` and how fine-tuning adds a dataset
+    the encoder has not seen."""
+    pool = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
+    if len(pool) == 0:
+        raise ValueError(f"{getattr(dataset, 'name', 'dataset')}: no frames to estimate the intensity statistics from")
+    picks = pool[np.unique(np.linspace(0, len(pool) - 1, min(max_frames, len(pool))).round().astype(np.int64))]
+    return intensity_stats(dataset[int(i)].points[:, 3] for i in picks)
 
 
 def estimate_input_norm(frames_by_dataset: dict[str, Iterable[np.ndarray]]) -> dict[str, list[float]]:
@@ -117,4 +131,4 @@ class MultiSourceSampler(torch.utils.data.Sampler[int]):
         return iter(self.indices().tolist())
 
 
-__all__ = ["MultiSourceSampler", "estimate_input_norm", "input_features", "intensity_stats", "normalize_points"]
+__all__ = ["MultiSourceSampler", "dataset_intensity_stats", "estimate_input_norm", "input_features", "intensity_stats", "normalize_points"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,7 @@ class DataConfig:
     label_fraction: float = 100.0  # percent of the training split with labels (SLidR's rules, largead.data.splits)
     augment: bool = True  # random rotation about z + x/y flips (SLidR's downstream augmentation)
     input_norm_key: str | None = None  # key of the encoder's input_norm to apply (default: name); see LargeADConfig
+    norm_frames: int = 64  # training frames to estimate the intensity statistics from when the encoder lacks them
 
 
 def _finetune_encoder() -> LargeADConfig:
@@ -174,11 +176,37 @@ def build_encoder(cfg: FinetuneConfig) -> LargeADEncoder:
     return enc
 
 
-def build_model(cfg: FinetuneConfig, class_names: Sequence[str]) -> SegmentationModel:
-    """The encoder with a new classifier for ``class_names`` and the protocol's BatchNorm momenta."""
+def adapt_input_norm(encoder: LargeADEncoder, dataset: Any, key: str, indices: Sequence[int] | None,
+                     max_frames: int) -> tuple[float, float] | None:
+    """Transfer to a dataset the encoder was not pretrained on: an encoder with per-dataset input normalisation but
+    none for ``key`` gets ``key``'s intensity statistics, estimated from ``dataset``'s training frames
+    (``indices``), stored in its config (so the fine-tuned model applies them at inference). Returns the statistics
+    added, or ``None`` when there was nothing to do (the key is known, or the encoder takes raw intensities)."""
+    from largead.pretrain.multisource import dataset_intensity_stats
+
+    norm = encoder.config.input_norm
+    if not norm or key in norm:
+        return None
+    stats = dataset_intensity_stats(dataset, max_frames, indices)
+    encoder.config = dataclasses.replace(encoder.config, input_norm={**norm, key: stats})
+    return stats
+
+
+def build_model(cfg: FinetuneConfig, class_names: Sequence[str], train_set: Any = None,
+                indices: Sequence[int] | None = None) -> SegmentationModel:
+    """The encoder with a new classifier for ``class_names`` and the protocol's BatchNorm momenta; given the
+    training data, an encoder pretrained with per-dataset normalisation learns this dataset's statistics
+    (:func:`adapt_input_norm`)."""
     from largead.models.heads import SegmentationModel, set_bn_momentum
 
     enc = build_encoder(cfg)
+    if train_set is not None:
+        key = cfg.data.input_norm_key or cfg.data.name
+        stats = adapt_input_norm(enc, train_set, key, indices, cfg.data.norm_frames)
+        if stats is not None:
+            known = sorted(k for k in enc.config.input_norm if k != key)
+            print(f"finetune.py: {cfg.pretrained} has no input statistics for {key!r} (it knows {known}); estimated "
+                  f"from {cfg.data.name}'s training frames: mean {stats[0]:.4g}, std {stats[1]:.4g}", file=sys.stderr)
     set_bn_momentum(enc, cfg.model.bn_momentum, cfg.model.block_bn_momentum)
     enc.config = dataclasses.replace(enc.config, bn_momentum=cfg.model.bn_momentum,
                                      block_bn_momentum=cfg.model.block_bn_momentum)  # saved with the model
@@ -271,7 +299,7 @@ def main(args: argparse.Namespace) -> Path:
         loader = trainer.make_dataloader(frames, per_process, collate_fn=_collate, seed=cfg.seed,
                                          num_workers=cfg.num_workers, drop_last=drop_last)
 
-        model = build_model(cfg, train_set.class_names)
+        model = build_model(cfg, train_set.class_names, train_set, indices)
         lr = trainer.scaled_lr(cfg.optim, cfg.batch_size)
         head_scale = 1.0 if cfg.head_lr is None else cfg.head_lr / cfg.optim.lr
         groups = [{"params": g["params"], "lr_scale": head_scale if g["name"] == "head" else 1.0}

@@ -214,9 +214,7 @@ def pairing_datasets(cfg: PretrainConfig, datasets: Sequence[Any]) -> list[Any]:
 
 def _input_norm(cfg: PretrainConfig, datasets: Sequence[Any], labels: Sequence[str]) -> dict[str, list[float]]:
     """Per-dataset ``[mean, std]`` (given, or estimated from evenly spaced frames)."""
-    import numpy as np
-
-    from largead.pretrain.multisource import intensity_stats
+    from largead.pretrain.multisource import dataset_intensity_stats
 
     if not cfg.normalize_inputs:
         return {}
@@ -225,8 +223,7 @@ def _input_norm(cfg: PretrainConfig, datasets: Sequence[Any], labels: Sequence[s
         if dcfg.input_norm is not None:
             norm[label] = [float(v) for v in dcfg.input_norm]
             continue
-        picks = np.unique(np.linspace(0, len(ds) - 1, min(cfg.norm_frames, len(ds))).round().astype(int))
-        norm[label] = list(intensity_stats(ds[int(i)].points[:, 3] for i in picks))
+        norm[label] = list(dataset_intensity_stats(ds, cfg.norm_frames))
     return norm
 
 

@@ -162,3 +162,31 @@ def test_tiny_finetune_changes_backbone(tmp_path: Path) -> None:
     state = model.encoder.state_dict()
     assert not torch.equal(state["conv0p1s1.kernel"], pre.state_dict()["conv0p1s1.kernel"])
     assert state["bn0.bn.num_batches_tracked"] == 1
+
+
+def test_transfer_estimates_the_unseen_dataset_s_statistics_and_stores_them(tmp_path: Path, capsys) -> None:
+    from largead.data.registry import get_dataset
+    from largead.data.splits import label_fraction_indices
+    from largead.models.encoder import LargeADConfig, LargeADEncoder
+    from largead.pretrain.multisource import dataset_intensity_stats
+
+    torch.manual_seed(0)
+    pre = LargeADEncoder(LargeADConfig(backbone="minkunet14", input_norm={"nuscenes": (127.5, 60.0)}))
+    pre.save_pretrained(tmp_path / "pre")
+    with pytest.raises(KeyError, match="no input statistics for dataset 'synthetic'.*fine-tune it there"):
+        pre.embed(np.zeros((10, 4), np.float32), dataset="synthetic")
+    args = ["--config", str(CONFIGS / "linear-probe-synthetic.yaml"), "--output-dir", str(tmp_path / "run"),
+            "--pretrained", str(tmp_path / "pre"), *TINY, "max_steps=1"]
+    final = finetune.main(finetune.parse_args(args))
+    assert "no input statistics for 'synthetic'" in capsys.readouterr().err
+    model = SegmentationModel.from_pretrained(final)
+    cfg = finetune.load_run_config(finetune.parse_args(args))
+    train = get_dataset("synthetic", None, "train", **cfg.data.options)
+    expected = dataset_intensity_stats(train, cfg.data.norm_frames, label_fraction_indices(train, 100))
+    assert model.encoder.config.input_norm["nuscenes"] == (127.5, 60.0)  # the pretraining statistics are kept
+    np.testing.assert_allclose(model.encoder.config.input_norm["synthetic"], expected, rtol=1e-12)
+    scan = train[0].points[:, :4].astype(np.float32)
+    batch = model.encoder.voxelize(scan, dataset="synthetic")  # the fine-tuned model embeds its own dataset
+    torch.testing.assert_close(batch.feats[:, 0].mean().double(), torch.tensor(
+        ((scan[batch.first_index.numpy(), 3] - expected[0]) / expected[1]).mean(), dtype=torch.float64),
+        rtol=1e-5, atol=1e-6)
