@@ -109,9 +109,30 @@ def dataset_class(name: str) -> type[LidarDataset]:
     return _REGISTRY[name]
 
 
+def reader_options(name: str) -> list[str] | None:
+    """The options (keyword arguments besides ``root`` and ``split``) that reader ``name`` takes, or ``None`` when
+    it takes open-ended ``**options`` and checks them itself (the synthetic world)."""
+    import inspect
+
+    params = inspect.signature(dataset_class(name).__init__).parameters
+    if any(v.kind is inspect.Parameter.VAR_KEYWORD for v in params.values()):
+        return None
+    return [p for p, v in params.items() if p not in ("self", "root", "split")
+            and v.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+
+
 def get_dataset(name: str, root: str | None = None, split: str = "train", **options) -> LidarDataset:
-    """Open dataset ``name`` at ``root`` (ignored by ``synthetic``) for ``split``."""
+    """Open dataset ``name`` at ``root`` (ignored by ``synthetic``) for ``split``; an option the reader does not
+    take is an error naming it and the reader's options (see :func:`reader_options`)."""
+    import difflib
+
     cls = dataset_class(name)
     if split not in cls.splits:
         raise ValueError(f"dataset {name!r} has no split {split!r}; available: {', '.join(cls.splits)}")
+    known = reader_options(name)
+    unknown = [] if known is None else sorted(set(options) - set(known))
+    if unknown:
+        close = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
+        hint = "".join(f" ({u!r}: did you mean {c[0]!r}?)" for u, c in close.items() if c)
+        raise ValueError(f"dataset {name!r} has no option(s) {unknown}{hint}; its options: {', '.join(known)}")
     return cls(root=root, split=split, **options)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from largead.data import dataset_class, list_datasets
+from largead.data import dataset_class, get_dataset, list_datasets
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "datasets.md"
 
@@ -63,3 +63,12 @@ def test_docs_state_files_and_errors_per_reader_and_list_every_sample():
     samples = next(t for t in _tables() if t[0].startswith("| key"))
     keys = {k.strip("` ") for row in samples[2:] for k in row.strip("|").split("|")[0].split(",")}
     assert keys == set(OFFICIAL_SAMPLES)
+
+
+def test_an_option_the_reader_does_not_take_is_named_with_a_suggestion(tmp_path):
+    from largead.data.registry import reader_options
+
+    assert "cameras" in reader_options("semantickitti") and reader_options("synthetic") is None
+    with pytest.raises(ValueError, match=r"dataset 'semantickitti' has no option\(s\) \['camera'\] \('camera': did "
+                                         r"you mean 'cameras'\?\); its options: .*cameras"):
+        get_dataset("semantickitti", tmp_path, "train", camera=True)

@@ -354,7 +354,7 @@ def test_dataset_registry_and_splits():
     assert not np.array_equal(val[0].points[:100], ds[0].points[:100])
     with pytest.raises(IndexError):
         ds.frame(6)
-    with pytest.raises(TypeError, match="unknown option"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['beam'\] \('beam': did you mean 'beams'\?\)"):
         get_dataset("synthetic", beam=32)
     with pytest.raises(ValueError, match="split"):
         get_dataset("synthetic", split="test")

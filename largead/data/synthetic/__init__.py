@@ -277,7 +277,12 @@ class SyntheticDataset(LidarDataset):
         fields = {f.name for f in dataclasses.fields(SyntheticConfig)}
         unknown = sorted(set(options) - fields)
         if unknown:
-            raise TypeError(f"synthetic: unknown option(s) {unknown}; accepted: {sorted(fields - {'seed'})}")
+            import difflib
+
+            accepted = sorted(fields | {"num_sequences"})
+            hint = "".join(f" ({u!r}: did you mean {c[0]!r}?)" for u in unknown
+                           if (c := difflib.get_close_matches(u, accepted, n=1)))
+            raise ValueError(f"synthetic: unknown option(s) {unknown}{hint}; accepted: {', '.join(accepted)}")
         self.split = split
         self.num_sequences = int(num_sequences)
         self.config = SyntheticConfig(seed=seed, frames_per_sequence=frames_per_sequence, beams=beams,
