@@ -25,13 +25,11 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from largead.models.encoder import LargeADConfig
-
 if TYPE_CHECKING:
-    from largead.models.encoder import LargeADEncoder
+    from largead.models.encoder import LargeADConfig, LargeADEncoder
 
 ORG = "largead"
 BACKBONES = ("minkunet34",)
@@ -56,13 +54,6 @@ SOURCE_DESCRIPTIONS = {
 DATASET_LABELS = {"nuscenes": "nuScenes", "semantickitti": "SemanticKITTI", "waymo": "Waymo Open"}
 
 
-def paper_encoder_config(backbone: str = "minkunet34") -> LargeADConfig:
-    """The encoder every zoo entry pretrains (LargeAD / SLidR), which is :class:`~largead.LargeADConfig`'s defaults:
-    intensity input, SLidR's cylindrical voxels (0.1 m, 1 degree, 0.1 m), 64-d L2-normalised output, BatchNorm
-    momentum 0.05 (block BNs 0.1, SLidR's quirk)."""
-    return LargeADConfig(backbone=backbone)
-
-
 @dataclass(frozen=True)
 class PaperResult:
     """One number the paper (or its predecessors, as the paper re-reports them) gives for a variant."""
@@ -84,11 +75,21 @@ class ModelInfo:
     data: str  # "n" | "k" | "w" | "nkw" | "" (random)
     teacher: str  # teacher key, or "" (random)
     pretraining_datasets: tuple[str, ...]
-    config: LargeADConfig = field(default_factory=lambda: paper_encoder_config())  # the architecture
+    # LargeADConfig fields that differ from its defaults; the defaults are the encoder every zoo entry pretrains
+    # (LargeAD / SLidR: intensity input, cylindrical voxels 0.1 m / 1 degree / 0.1 m, 64-d L2-normalised output)
+    encoder: dict[str, Any] = field(default_factory=dict)
     config_file: str | None = None  # training/configs/<...>.yaml that produces it
     published: bool = False  # weights on the Hub
     paper_results: tuple[PaperResult, ...] = field(default_factory=tuple)
     aliases: tuple[str, ...] = ()
+
+    @property
+    def config(self) -> LargeADConfig:
+        """The entry's architecture: a fresh :class:`~largead.LargeADConfig` (built on demand, so listing the zoo
+        needs no torch)."""
+        from largead.models.encoder import LargeADConfig
+
+        return LargeADConfig(**self.encoder)
 
     @property
     def short_name(self) -> str:
@@ -109,9 +110,11 @@ class ModelInfo:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "config":
-                value = value.to_dict()
-            elif f.name == "paper_results":
+            if f.name == "encoder":
+                f_name, value = "config", self.config.to_dict()
+                out[f_name] = value
+                continue
+            if f.name == "paper_results":
                 value = [r.__dict__.copy() for r in value]
             elif isinstance(value, tuple):
                 value = list(value)
@@ -164,7 +167,7 @@ def _build() -> dict[str, ModelInfo]:
         rid = f"{backbone}-random"
         entries[f"{ORG}/{rid}"] = ModelInfo(
             name=f"{ORG}/{rid}", backbone=backbone, source="random", data="", teacher="",
-            pretraining_datasets=(), config=paper_encoder_config(backbone), config_file=None,
+            pretraining_datasets=(), encoder={"backbone": backbone}, config_file=None,
             paper_results=_PAPER.get(rid, ()),
         )
         for source in SOURCES:
@@ -178,7 +181,7 @@ def _build() -> dict[str, ModelInfo]:
                         short = f"{short}-{teacher}"
                     entries[f"{ORG}/{short}"] = ModelInfo(
                         name=f"{ORG}/{short}", backbone=backbone, source=source, data=data, teacher=teacher,
-                        pretraining_datasets=datasets, config=paper_encoder_config(backbone),
+                        pretraining_datasets=datasets, encoder={"backbone": backbone},
                         config_file=f"training/configs/{short}.yaml",
                         paper_results=_PAPER.get(short, ()), aliases=aliases,
                     )
@@ -264,7 +267,7 @@ def resolve(name: str) -> tuple[str, str | None]:
 
 def encoder_config(name: str) -> LargeADConfig:
     """A copy of the :class:`~largead.LargeADConfig` of a zoo entry (architecture and voxelisation)."""
-    return replace(model_info(name).config)
+    return model_info(name).config
 
 
 def create_encoder(name: str, pretrained: bool = False, **kwargs: Any) -> LargeADEncoder:
@@ -281,7 +284,7 @@ def create_encoder(name: str, pretrained: bool = False, **kwargs: Any) -> LargeA
     if not pretrained:
         if kwargs:
             raise TypeError(f"create_encoder(pretrained=False) takes no loading options, got {sorted(kwargs)}")
-        return LargeADEncoder(replace(info.config))
+        return LargeADEncoder(info.config)
     encoder = LargeADEncoder.from_pretrained(info.name, **kwargs)
     want, got = info.config.to_dict(), encoder.config.to_dict()
     arch = ("backbone", "in_channels", "out_channels", "feature_mode", "voxel_size", "cylindrical")
