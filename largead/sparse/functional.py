@@ -58,6 +58,48 @@ def clear_workspace() -> None:
     _local.buffers = {}
 
 
+# ------------------------------------------------------------------------------------------------ reduced precision
+# On CPU, bfloat16/float16 matrix products go to oneDNN, which builds (and JIT-compiles) one kernel per distinct
+# problem shape and keeps the last 1024 in a cache: a shape it has not seen costs ~1-2 ms, more than the product
+# itself. Pair counts differ per kernel offset, layer and scan, so every product's row count is rounded to a small set
+# of "bucket" sizes q * 2^e (q in 8..15, at most 8 per octave): rows [0, floor) in one product and the rest as the
+# last ``ceil`` rows (the two windows overlap; overlapping rows are computed twice and written with equal values).
+# MKL's float32/float64 products have no per-shape cost and run as one call.
+_MIN_BUCKET = 16
+
+
+def _bucket_floor(m: int) -> int:
+    """Largest ``q * 2^e <= m`` with ``q`` in 8..15 (``m >= 16``)."""
+    e = m.bit_length() - 4
+    return (m >> e) << e
+
+
+def _bucket_ceil(m: int) -> int:
+    """Smallest bucket size ``>= m`` (at least 16)."""
+    if m <= _MIN_BUCKET:
+        return _MIN_BUCKET
+    floor = _bucket_floor(m)
+    return floor if floor == m else floor + (1 << (m.bit_length() - 4))
+
+
+def bucketed(t: torch.Tensor) -> bool:
+    """Whether products with ``t`` use bucketed shapes (reduced precision on CPU)."""
+    return t.device.type == "cpu" and t.dtype in (torch.bfloat16, torch.float16)
+
+
+def bucketed_mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = a @ b`` with ``out`` a row-contiguous (M, N) tensor; in bucketed shapes when :func:`bucketed`."""
+    m = a.shape[0]
+    if m < _MIN_BUCKET or not bucketed(a):
+        return torch.mm(a, b, out=out)
+    lo = _bucket_floor(m)
+    torch.mm(a[:lo], b, out=out[:lo])
+    if lo < m:
+        hi = _bucket_ceil(m - lo)
+        torch.mm(a[m - hi:], b, out=out[m - hi:])
+    return out
+
+
 def _reduce(prods: torch.Tensor, reduction: Reduction) -> torch.Tensor:
     """Sum pair products into destination rows (a new tensor)."""
     if reduction.perm is not None:
@@ -65,7 +107,33 @@ def _reduce(prods: torch.Tensor, reduction: Reduction) -> torch.Tensor:
     return F.embedding_bag(reduction.order, prods, reduction.offsets, mode="sum")
 
 
+def _mirror_weights(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """``stack([weight[k], weight[K-1-k]])`` as a strided view (no copy), for one batched product of a mirror pair."""
+    kv, c_in, c_out = weight.shape
+    return weight.as_strided((2, c_in, c_out), ((kv - 1 - 2 * k) * c_in * c_out, c_out, 1),
+                             weight.storage_offset() + k * c_in * c_out)
+
+
+def _forward_padded(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    """Reduced-precision CPU forward in bucketed shapes (:class:`~.kernel_map.PaddedLayout`): one product per
+    offset or mirror pair of offsets (batched), the identity offset's products in the same buffer, one segment sum."""
+    c_in, c_out = weight.shape[1], weight.shape[2]
+    layout = kmap.padded(_bucket_ceil)
+    if layout.total == 0:
+        return feats.new_zeros(kmap.n_out, c_out)
+    prods = _workspace("prod", (layout.total, c_out), feats)
+    for (offs, _, p, base), idx in zip(layout.groups, layout.gather):  # groups of kernel offsets (<= 27)
+        rows = torch.index_select(feats, 0, idx, out=_workspace("gather", (idx.numel(), c_in), feats))
+        for j, k in enumerate(offs):
+            torch.mm(rows[j * p:(j + 1) * p], weight[k], out=prods[base + j * p:base + (j + 1) * p])
+    if layout.identity_base is not None:
+        bucketed_mm(feats, weight[kmap.identity], prods[layout.identity_base:])
+    return _reduce(prods, layout.to_out)
+
+
 def _forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    if bucketed(feats):
+        return _forward_padded(feats, weight, kmap)
     c_in, c_out = weight.shape[1], weight.shape[2]
     n_pairs = kmap.ptr[-1]
     if n_pairs == 0:

@@ -37,6 +37,7 @@ Python kernel maps (test_kernel_map.py) and MinkowskiEngine itself where install
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -175,6 +176,29 @@ class Reduction:
 
 
 @dataclass(eq=False)
+class PaddedLayout:
+    """Where each pair's product goes when products run in padded ("bucketed") shapes (reduced precision on CPU).
+
+    The products buffer holds ``total`` rows. Group ``g`` covers the kernel offsets ``groups[g][0]`` (one offset, or
+    an offset ``k`` and its mirror ``K - 1 - k``, which have equally many pairs in a submanifold map) with ``m`` real
+    pairs each, padded to ``p`` rows: offset ``j`` of the group owns rows ``base + j*p .. base + j*p + m``.
+    ``gather[g]`` holds the input rows to gather for the group (``len(offsets) * p``; padding rows repeat row 0,
+    their products are never summed). The identity offset (if any) owns rows ``identity_base ..
+    identity_base + n_in``. ``to_out`` / ``to_in`` sum the real rows into output / input rows (the identity included),
+    ``grad_gather[g]`` holds the output rows to gather for the group (for gradients).
+    """
+
+    groups: list[tuple[tuple[int, ...], int, int, int]]
+    gather: list[torch.Tensor]
+    grad_gather: list[torch.Tensor]
+    identity_base: int | None
+    total: int
+    position: torch.Tensor
+    to_out: Reduction
+    to_in: Reduction
+
+
+@dataclass(eq=False)
 class KernelMap:
     """Input/output row pairs of one sparse convolution, grouped by kernel offset.
 
@@ -193,6 +217,7 @@ class KernelMap:
     kernel_volume: int = field(init=False)
     _to_out: Reduction | None = field(default=None, init=False, repr=False)
     _to_in: Reduction | None = field(default=None, init=False, repr=False)
+    _padded: PaddedLayout | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.kernel_volume = len(self.ptr) - 1
@@ -208,7 +233,7 @@ class KernelMap:
         """The same pairs with input and output exchanged (ME's transposed map of the same region)."""
         km = KernelMap(self.out_idx, self.in_idx, list(self.ptr), self.n_out, self.n_in, self.identity)
         km._to_out, km._to_in = self._to_in, self._to_out
-        return km
+        return km  # (a padded layout is not swapped: it is rebuilt for the swapped map when needed)
 
     def to_out(self) -> Reduction:
         """How pair products (one row per pair, in pair order) sum into output rows (built once)."""
@@ -221,6 +246,75 @@ class KernelMap:
         if self._to_in is None:
             self._to_in = _reduction(self.in_idx, self.n_in, self.identity is not None)
         return self._to_in
+
+    def padded(self, bucket: Callable[[int], int]) -> PaddedLayout:
+        """The :class:`PaddedLayout` with each offset's rows padded to ``bucket(m)`` (built once per map)."""
+        if self._padded is None:
+            self._padded = _padded_layout(self, bucket)
+        return self._padded
+
+
+def _padded_layout(km: KernelMap, bucket: Callable[[int], int]) -> PaddedLayout:
+    kv = km.kernel_volume
+    counts = [km.ptr[k + 1] - km.ptr[k] for k in range(kv)]
+    groups: list[tuple[tuple[int, ...], int, int, int]] = []
+    base = 0
+    done = set()
+    for k in range(kv):  # loop over kernel offsets (<= 27)
+        if k in done or counts[k] == 0:
+            continue
+        mirror = kv - 1 - k
+        offs = (k, mirror) if mirror > k and counts[mirror] == counts[k] else (k,)
+        done.update(offs)
+        m = counts[k]
+        p = bucket(m)
+        groups.append((offs, m, p, base))
+        base += p * len(offs)
+    identity_base = None
+    if km.identity is not None:
+        identity_base = base
+        base += km.n_in
+    device = km.in_idx.device
+    shift = torch.zeros(kv, dtype=torch.int64)
+    for offs, _, p, gbase in groups:
+        for j, k in enumerate(offs):
+            shift[k] = gbase + j * p - km.ptr[k]
+    n_pairs = km.ptr[-1]
+    position = torch.arange(n_pairs, device=device) + torch.repeat_interleave(
+        shift.to(device), torch.tensor(counts, device=device), output_size=n_pairs)
+    gather, grad_gather = [], []
+    for offs, m, p, _ in groups:  # loop over groups of offsets
+        gi = torch.zeros(len(offs), p, dtype=torch.int64, device=device)
+        go = torch.zeros(len(offs), p, dtype=torch.int64, device=device)
+        for j, k in enumerate(offs):
+            gi[j, :m] = km.in_idx[km.ptr[k]:km.ptr[k + 1]]
+            go[j, :m] = km.out_idx[km.ptr[k]:km.ptr[k + 1]]
+        gather.append(gi.reshape(-1))
+        grad_gather.append(go.reshape(-1))
+    out_dst = torch.full((base,), -1, dtype=torch.int64, device=device)
+    in_dst = torch.full((base,), -1, dtype=torch.int64, device=device)
+    out_dst[position] = km.out_idx
+    in_dst[position] = km.in_idx
+    if identity_base is not None:
+        rows = torch.arange(km.n_in, device=device)
+        out_dst[identity_base:] = rows
+        in_dst[identity_base:] = rows
+    return PaddedLayout(groups, gather, grad_gather, identity_base, base, position,
+                        _sparse_reduction(out_dst, km.n_out), _sparse_reduction(in_dst, km.n_in))
+
+
+def _sparse_reduction(dst: torch.Tensor, n_dst: int) -> Reduction:
+    """Reduction of a products buffer whose row ``j`` goes to ``dst[j]`` (``-1``: padding, never summed)."""
+    real = torch.nonzero(dst >= 0).squeeze(1)
+    d = dst[real]
+    counts = torch.bincount(d, minlength=n_dst)
+    if d.numel() == n_dst and n_dst > 0 and int(counts.max()) == 1:
+        perm = torch.empty_like(d)
+        perm[d] = real
+        return Reduction(perm, None, None)
+    offsets = torch.zeros(n_dst, dtype=torch.int64, device=dst.device)
+    torch.cumsum(counts[:-1], 0, out=offsets[1:])
+    return Reduction(None, real[torch.argsort(d, stable=True)], offsets)
 
 
 def _reduction(dst_idx: torch.Tensor, n_dst: int, has_identity: bool) -> Reduction:
@@ -271,6 +365,8 @@ def _build_submanifold_map(cs: CoordinateSet, offs: torch.Tensor) -> KernelMap:
     kv = offs.shape[0]
     half = kv // 2
     n = len(cs)
+    if kv == 27 and n > 0:
+        return _build_submanifold_map_3(cs)
     if int(offs.abs().max()) <= cs.stride:
         found, members = cs.neighbours(offs[:half])
     else:
@@ -298,6 +394,51 @@ def _build_submanifold_map(cs: CoordinateSet, offs: torch.Tensor) -> KernelMap:
     for cnt in all_counts:
         ptr.append(ptr[-1] + cnt)
     return KernelMap(in_idx, out_idx, ptr, n, n, identity=half)
+
+
+def _build_submanifold_map_3(cs: CoordinateSet) -> KernelMap:
+    """3^3 submanifold map with 4 sorted searches instead of 13.
+
+    Keys pack ``(b, x, y, z)`` row-major with ``z`` fastest and the box padded by one stride, so the neighbours at
+    ``dz = -s, 0, +s`` of a query column ``key + delta(dx, dy)`` are adjacent in the sorted keys: one
+    ``searchsorted`` of the column key finds all three. Four column offsets ``(dx, dy)`` in one half-plane times
+    three ``dz``, plus ``(0, 0, +s)`` (the next sorted key), make 13 offsets, one of each mirror pair; the mirrors
+    get the same pairs swapped. Pairs of an offset come in sorted-key order of their first member.
+    """
+    idx = cs.index
+    sk, perm = idx.sorted_keys, idx.perm
+    n = sk.numel()
+    s = cs.stride
+    e = idx.ext.tolist()
+    found_pos, found_member, kernel_index = [], [], []
+    ar = torch.arange(n, device=sk.device)
+    for dx, dy in ((1, -1), (1, 0), (1, 1), (0, 1)):  # loop over 4 column offsets
+        q = sk + (dx * s * e[2] + dy * s) * e[3]
+        p = torch.searchsorted(sk, q)
+        pc = p.clamp(max=n - 1)
+        hit0 = sk[pc] == q
+        pp = (p + hit0).clamp_(max=n - 1)
+        pm = (p - 1).clamp_(min=0)
+        for dz, pos, hit in ((-1, pm, (sk[pm] == q - s) & (p > 0)), (0, pc, hit0), (1, pp, sk[pp] == q + s)):
+            found_pos.append(pos[hit])
+            found_member.append(ar[hit])
+            kernel_index.append((dx + 1) + 3 * (dy + 1) + 9 * (dz + 1))
+    nxt = torch.nonzero(sk[1:] == sk[:-1] + s).squeeze(1)  # (0, 0, +s): the next key in sorted order
+    found_pos.append(nxt + 1)
+    found_member.append(nxt)
+    kernel_index.append(1 + 3 * 1 + 9 * 2)
+    pieces_in: list[torch.Tensor | None] = [None] * 27
+    pieces_out: list[torch.Tensor | None] = [None] * 27
+    for pos, mem, k in zip(found_pos, found_member, kernel_index):  # 13 offsets: out = member, in = neighbour
+        a, b = perm[mem], perm[pos]
+        pieces_in[k], pieces_out[k] = b, a
+        pieces_in[26 - k], pieces_out[26 - k] = a, b  # mirror: out = neighbour, in = member
+    empty = sk.new_zeros(0)
+    pieces_in[13] = pieces_out[13] = empty
+    ptr = [0]
+    for piece in pieces_in:
+        ptr.append(ptr[-1] + int(piece.numel()))
+    return KernelMap(torch.cat(pieces_in), torch.cat(pieces_out), ptr, n, n, identity=13)
 
 
 def strided_coords(cs: CoordinateSet, stride: int) -> tuple[torch.Tensor, torch.Tensor]:

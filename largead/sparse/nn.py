@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from .functional import sparse_conv
+from .functional import bucketed, bucketed_mm, sparse_conv
 from .tensor import SparseTensor
 
 
@@ -33,6 +33,7 @@ def _check_input(x: SparseTensor, channels: int, layer: str) -> None:
 
 class _ConvBase(nn.Module):
     transposed = False
+    _infer: tuple[torch.Tensor, torch.Tensor | None] | None = None  # set by sparse.inference.fused_inference
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, bias: bool) -> None:
         super().__init__()
@@ -64,19 +65,25 @@ class _ConvBase(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         _check_input(x, self.in_channels, type(self).__name__)
-        inp, weight = x.F, self.kernel
-        device_type = inp.device.type
-        if torch.is_autocast_enabled(device_type):  # mixed precision: compute in the autocast dtype, as nn.Linear does
-            dtype = torch.get_autocast_dtype(device_type)
+        inp, weight, bias = x.F, self.kernel, self.bias
+        fused = self._infer is not None and not self.training and not torch.is_grad_enabled()
+        if fused:  # inference fast path: cached run-dtype weights (BatchNorm folded in), bias added in place
+            weight, bias = self._infer
+            inp = inp.to(weight.dtype)
+        elif torch.is_autocast_enabled(inp.device.type):  # mixed precision: compute in the autocast dtype
+            dtype = torch.get_autocast_dtype(inp.device.type)
             inp, weight = inp.to(dtype), weight.to(dtype)
         if self.use_mm:
-            feats = inp @ weight
             out_cs = x.coordinate_set
+            if bucketed(inp) and not (torch.is_grad_enabled() and (inp.requires_grad or weight.requires_grad)):
+                feats = bucketed_mm(inp, weight, inp.new_empty(inp.shape[0], weight.shape[1]))
+            else:
+                feats = inp @ weight
         else:
             out_cs, kmap = self._map(x)
             feats = sparse_conv(inp, weight, kmap)
-        if self.bias is not None:
-            feats = feats + self.bias
+        if bias is not None:
+            feats = feats.add_(bias) if fused else feats + bias
         return SparseTensor._from_set(feats, out_cs, x.cache)
 
 
@@ -119,12 +126,16 @@ class ConvTranspose3d(_ConvBase):
 class BatchNorm(nn.Module):
     """Batch normalisation over the feature matrix; ``.bn`` is a ``torch.nn.BatchNorm1d`` (ME's key layout)."""
 
+    _folded = False  # set by sparse.inference.fused_inference: folded into the preceding convolution
+
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
         self.bn = nn.BatchNorm1d(num_features, eps=eps, momentum=momentum)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         _check_input(x, self.bn.num_features, "BatchNorm")
+        if self._folded and not self.training and not torch.is_grad_enabled():
+            return x
         return x.replace(self.bn(x.F))
 
 
