@@ -11,10 +11,12 @@ from .nn import BatchNorm, Conv3d, ConvTranspose3d, ReLU
 from .tensor import SparseTensor, cat
 from .voxelize import (
     FEATURE_MODES,
+    MAX_VOXEL_COORD,
     VoxelBatch,
     VoxelGrid,
     batch_voxelize,
     feature_channels,
+    in_range,
     point_features,
     quantize,
     unique_rows,
@@ -23,6 +25,7 @@ from .voxelize import (
 
 __all__ = [
     "FEATURE_MODES",
+    "MAX_VOXEL_COORD",
     "BatchNorm",
     "Conv3d",
     "ConvTranspose3d",
@@ -36,6 +39,7 @@ __all__ = [
     "batch_voxelize",
     "cat",
     "feature_channels",
+    "in_range",
     "kernel_offsets",
     "point_features",
     "quantize",
