@@ -356,7 +356,7 @@ class LargeADEncoder(
                 raise ValueError(f"the {self.backend} backend runs in float32 only; use precision='fp32'")
             context = contextlib.nullcontext()
         elif not self.training and not torch.is_grad_enabled():
-            context = fused_inference(self, dtype, self.conv_bn_pairs())
+            context = fused_inference(self, dtype, self.conv_bn_pairs(), inplace_relu=True)
         elif dtype != param_dtype:
             context = torch.autocast(device.type, dtype=dtype)
         else:

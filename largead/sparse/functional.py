@@ -87,16 +87,26 @@ def bucketed(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype in (torch.bfloat16, torch.float16)
 
 
-def bucketed_mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out = a @ b`` with ``out`` a row-contiguous (M, N) tensor; in bucketed shapes when :func:`bucketed`."""
+def _mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, bias: torch.Tensor | None) -> None:
+    if bias is None:
+        torch.mm(a, b, out=out)
+    else:
+        torch.addmm(bias, a, b, out=out)
+
+
+def bucketed_mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``out = a @ b (+ bias)`` with ``out`` a row-contiguous (M, N) tensor; in bucketed shapes when
+    :func:`bucketed`."""
     m = a.shape[0]
     if m < _MIN_BUCKET or not bucketed(a):
-        return torch.mm(a, b, out=out)
+        _mm(a, b, out, bias)
+        return out
     lo = _bucket_floor(m)
-    torch.mm(a[:lo], b, out=out[:lo])
+    _mm(a[:lo], b, out[:lo], bias)
     if lo < m:
         hi = _bucket_ceil(m - lo)
-        torch.mm(a[m - hi:], b, out=out[m - hi:])
+        _mm(a[m - hi:], b, out[m - hi:], bias)
     return out
 
 
@@ -107,28 +117,43 @@ def _reduce(prods: torch.Tensor, reduction: Reduction) -> torch.Tensor:
     return F.embedding_bag(reduction.order, prods, reduction.offsets, mode="sum")
 
 
-def _mirror_weights(weight: torch.Tensor, k: int) -> torch.Tensor:
-    """``stack([weight[k], weight[K-1-k]])`` as a strided view (no copy), for one batched product of a mirror pair."""
-    kv, c_in, c_out = weight.shape
-    return weight.as_strided((2, c_in, c_out), ((kv - 1 - 2 * k) * c_in * c_out, c_out, 1),
-                             weight.storage_offset() + k * c_in * c_out)
+def bucketed_tn(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = a.T @ b`` (a sum over the rows of ``a`` and ``b``) with the row count in bucketed shapes when
+    :func:`bucketed`: the first ``floor`` rows in one product, the rest zero-padded to a bucket in a second."""
+    m = a.shape[0]
+    if m < _MIN_BUCKET or not bucketed(a):
+        return torch.mm(a.t(), b, out=out)
+    lo = _bucket_floor(m)
+    torch.mm(a[:lo].t(), b[:lo], out=out)
+    if lo < m:
+        hi = _bucket_ceil(m - lo)
+        ta = a.new_zeros(hi, a.shape[1])
+        tb = b.new_zeros(hi, b.shape[1])
+        ta[: m - lo] = a[lo:]
+        tb[: m - lo] = b[lo:]
+        out.addmm_(ta.t(), tb)
+    return out
 
 
-def _forward_padded(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+def _forward_padded(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
     """Reduced-precision CPU forward in bucketed shapes (:class:`~.kernel_map.PaddedLayout`): one product per
-    offset or mirror pair of offsets (batched), the identity offset's products in the same buffer, one segment sum."""
+    offset (rows padded to a bucket), the identity offset's products (plus ``bias``) in the same buffer, one
+    segment sum."""
     c_in, c_out = weight.shape[1], weight.shape[2]
     layout = kmap.padded(_bucket_ceil)
     if layout.total == 0:
-        return feats.new_zeros(kmap.n_out, c_out)
+        out = feats.new_zeros(kmap.n_out, c_out)
+        return out if bias is None else out.add_(bias)
     prods = _workspace("prod", (layout.total, c_out), feats)
-    for (offs, _, p, base), idx in zip(layout.groups, layout.gather):  # groups of kernel offsets (<= 27)
-        rows = torch.index_select(feats, 0, idx, out=_workspace("gather", (idx.numel(), c_in), feats))
-        for j, k in enumerate(offs):
-            torch.mm(rows[j * p:(j + 1) * p], weight[k], out=prods[base + j * p:base + (j + 1) * p])
+    for (k, _, p, base), idx in zip(layout.groups, layout.gather):  # loop over kernel offsets (<= 27)
+        rows = torch.index_select(feats, 0, idx, out=_workspace("gather", (p, c_in), feats))
+        torch.mm(rows, weight[k], out=prods[base:base + p])
     if layout.identity_base is not None:
-        bucketed_mm(feats, weight[kmap.identity], prods[layout.identity_base:])
-    return _reduce(prods, layout.to_out)
+        bucketed_mm(feats, weight[kmap.identity], prods[layout.identity_base:], bias)
+        bias = None
+    out = _reduce(prods, layout.to_out())
+    return out if bias is None else out.add_(bias)
 
 
 def _forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
@@ -151,8 +176,40 @@ def _forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torc
     return out
 
 
+def _backward_padded(feats: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
+                     need_in: bool, need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Reduced-precision CPU backward in the forward's bucketed layout. Padding rows of the gathered gradients and
+    inputs are zeroed, so they add nothing to the kernel gradient."""
+    c_in, c_out = weight.shape[1], weight.shape[2]
+    layout = kmap.padded(_bucket_ceil)
+    grad_w = torch.zeros_like(weight) if need_w else None
+    prods = _workspace("prod", (layout.total, c_in), feats) if need_in and layout.total else None
+    for (k, m, p, base), gidx, oidx in zip(layout.groups, layout.gather, layout.grad_gather()):  # offsets
+        go = torch.index_select(grad_out, 0, oidx, out=_workspace("grad", (p, c_out), grad_out))
+        if prods is not None:
+            torch.mm(go, weight[k].t(), out=prods[base:base + p])
+        if grad_w is not None:
+            rows = torch.index_select(feats, 0, gidx, out=_workspace("gather", (p, c_in), feats))
+            go[m:].zero_()
+            rows[m:].zero_()
+            torch.mm(rows.t(), go, out=grad_w[k])
+    grad_in = None
+    if need_in:
+        if prods is not None:
+            if layout.identity_base is not None:
+                bucketed_mm(grad_out, weight[kmap.identity].t(), prods[layout.identity_base:])
+            grad_in = _reduce(prods, layout.to_in())
+        else:
+            grad_in = feats.new_zeros(kmap.n_in, c_in)
+    if grad_w is not None and kmap.identity is not None:
+        bucketed_tn(feats, grad_out, grad_w[kmap.identity])
+    return grad_in, grad_w
+
+
 def _backward(feats: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, need_in: bool,
               need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if bucketed(feats):
+        return _backward_padded(feats, grad_out, weight, kmap, need_in, need_w)
     c_in, c_out = weight.shape[1], weight.shape[2]
     n_pairs = kmap.ptr[-1]
     grad_w = torch.zeros_like(weight) if need_w else None
@@ -197,6 +254,37 @@ class SparseConvFunction(torch.autograd.Function):
         return grad_in, grad_w, None
 
 
+class PointwiseFunction(torch.autograd.Function):
+    """``feats (M, C_in) @ weight (C_in, C_out)`` with bucketed product shapes in both directions (1x1 convolution)."""
+
+    @staticmethod
+    def forward(ctx: Any, feats: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        feats = feats.contiguous()
+        ctx.save_for_backward(feats, weight)
+        return bucketed_mm(feats, weight, feats.new_empty(feats.shape[0], weight.shape[1]))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        feats, weight = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_in = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_in = bucketed_mm(grad_out, weight.t(), grad_out.new_empty(grad_out.shape[0], weight.shape[0]))
+        if ctx.needs_input_grad[1]:
+            grad_w = bucketed_tn(feats, grad_out, weight.new_empty(weight.shape))
+        return grad_in, grad_w
+
+
+def pointwise(feats: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``feats @ weight`` (a 1x1 convolution); products in bucketed shapes for reduced precision on CPU."""
+    if not bucketed(feats):
+        return feats @ weight
+    if torch.is_grad_enabled() and (feats.requires_grad or weight.requires_grad):
+        return PointwiseFunction.apply(feats, weight)
+    return bucketed_mm(feats, weight, feats.new_empty(feats.shape[0], weight.shape[1]))
+
+
 def _check(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> None:
     if feats.ndim != 2 or feats.shape[0] != kmap.n_in:
         raise ValueError(f"sparse conv expects features of shape ({kmap.n_in}, C_in), got {tuple(feats.shape)}")
@@ -208,6 +296,24 @@ def _check(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> None:
     if weight.device != feats.device or kmap.in_idx.device != feats.device:
         raise ValueError(f"features ({feats.device}), kernel ({weight.device}) and kernel map "
                          f"({kmap.in_idx.device}) must be on one device")
+
+
+def sparse_conv_inference(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap | None,
+                          bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``sparse_conv(feats, weight, kmap) + bias`` without autograd (``kmap=None``: a 1x1 convolution ``feats @
+    weight``), the bias fused into a product where possible; the result is a new tensor."""
+    if kmap is None:
+        out = feats.new_empty(feats.shape[0], weight.shape[1])
+        if bucketed(feats):
+            return bucketed_mm(feats, weight, out, bias)
+        torch.mm(feats, weight, out=out)
+    else:
+        _check(feats, weight, kmap)
+        feats = feats.contiguous()
+        if bucketed(feats):
+            return _forward_padded(feats, weight.contiguous(), kmap, bias)
+        out = _forward(feats, weight.contiguous(), kmap)
+    return out if bias is None else out.add_(bias)
 
 
 def sparse_conv(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .nn import BatchNorm, _ConvBase
+from .nn import BatchNorm, ReLU, _ConvBase
 
 PRECISIONS = ("auto", "fp32", "bf16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -115,19 +115,21 @@ def _folded(conv: _ConvBase, bn: BatchNorm | None, dtype: torch.dtype) -> tuple[
     tensors = [conv.kernel, conv.bias]
     if bn is not None:
         tensors += [bn.bn.weight, bn.bn.bias, bn.bn.running_mean, bn.bn.running_var]
-    key = (dtype, id(bn), _versions(*tensors))
-    cached = conv.__dict__.get("_infer_cache")
+    key = (id(bn), _versions(*tensors))
+    store = conv.__dict__.setdefault("_infer_cache", {})
+    cached = store.get(dtype)
     if cached is not None and cached[0] == key:
         return cached[1]
+    work = torch.float64 if dtype == torch.float64 else torch.float32
     with torch.no_grad():
-        kernel = conv.kernel.double()
-        bias = conv.bias.double() if conv.bias is not None else None
+        kernel = conv.kernel.to(work)
+        bias = conv.bias.to(work) if conv.bias is not None else None
         if bn is not None:
-            scale, shift = _bn_affine(bn)
+            scale, shift = (t.to(work) for t in _bn_affine(bn))
             kernel = kernel * scale
             bias = shift[None] if bias is None else bias * scale + shift
         result = (kernel.to(dtype).contiguous(), bias.to(dtype).contiguous() if bias is not None else None)
-    conv.__dict__["_infer_cache"] = (key, result)
+    store[dtype] = (key, result)
     return result
 
 
@@ -139,13 +141,15 @@ def clear_inference_cache(model: nn.Module) -> None:
 
 @contextlib.contextmanager
 def fused_inference(model: nn.Module, dtype: torch.dtype = torch.float32,
-                    pairs: Iterable[tuple[nn.Module, nn.Module]] = ()) -> Iterator[None]:
+                    pairs: Iterable[tuple[nn.Module, nn.Module]] = (), inplace_relu: bool = False) -> Iterator[None]:
     """Run ``model``'s sparse layers with cached ``dtype`` weights and the given ``(conv, batchnorm)`` pairs folded.
 
     Each pair must be a convolution whose output goes *only* into that BatchNorm (the caller's structural
     knowledge, e.g. :meth:`largead.models.minkunet.MinkUNet.conv_bn_pairs`). Only eval mode without autograd is
     supported: the model must be in eval mode, and the fast path is taken only while gradients are disabled
-    (otherwise layers run as usual). Inputs are cast to ``dtype`` by the first convolution.
+    (otherwise layers run as usual). Inputs are cast to ``dtype`` by the first convolution. ``inplace_relu``: the
+    model's sparse ReLUs overwrite their input (the caller vouches that no ReLU input is used elsewhere, as in
+    MinkUNet, where they follow a convolution, a folded BatchNorm or a residual sum).
     """
     if model.training:
         raise ValueError("fused_inference needs the model in eval mode (call .eval())")
@@ -165,17 +169,22 @@ def fused_inference(model: nn.Module, dtype: torch.dtype = torch.float32,
         folded[id(conv)] = bn
         bns.append(bn)
     convs = [m for m in model.modules() if isinstance(m, _ConvBase)]
+    relus = [m for m in model.modules() if isinstance(m, ReLU)] if inplace_relu else []
     try:
         for conv in convs:
             conv._infer = _folded(conv, folded.get(id(conv)), dtype)
         for bn in bns:
             bn._folded = True
+        for relu in relus:
+            relu._inplace = True
         yield
     finally:
         for conv in convs:
             conv._infer = None
         for bn in bns:
             bn._folded = False
+        for relu in relus:
+            relu._inplace = False
 
 
 __all__ = ["PRECISIONS", "clear_inference_cache", "fused_inference", "native_bf16", "resolve_precision"]

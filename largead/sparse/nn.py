@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from .functional import bucketed, bucketed_mm, sparse_conv
+from .functional import pointwise, sparse_conv, sparse_conv_inference
 from .tensor import SparseTensor
 
 
@@ -66,24 +66,26 @@ class _ConvBase(nn.Module):
     def forward(self, x: SparseTensor) -> SparseTensor:
         _check_input(x, self.in_channels, type(self).__name__)
         inp, weight, bias = x.F, self.kernel, self.bias
-        fused = self._infer is not None and not self.training and not torch.is_grad_enabled()
-        if fused:  # inference fast path: cached run-dtype weights (BatchNorm folded in), bias added in place
+        if self._infer is not None and not self.training and not torch.is_grad_enabled():
+            # inference fast path: cached run-dtype weights (BatchNorm folded in), bias fused into a product
             weight, bias = self._infer
-            inp = inp.to(weight.dtype)
-        elif torch.is_autocast_enabled(inp.device.type):  # mixed precision: compute in the autocast dtype
+            if self.use_mm:
+                out_cs, kmap = x.coordinate_set, None
+            else:
+                out_cs, kmap = self._map(x)
+            feats = sparse_conv_inference(inp.to(weight.dtype), weight, kmap, bias)
+            return SparseTensor._from_set(feats, out_cs, x.cache)
+        if torch.is_autocast_enabled(inp.device.type):  # mixed precision: compute in the autocast dtype
             dtype = torch.get_autocast_dtype(inp.device.type)
             inp, weight = inp.to(dtype), weight.to(dtype)
         if self.use_mm:
             out_cs = x.coordinate_set
-            if bucketed(inp) and not (torch.is_grad_enabled() and (inp.requires_grad or weight.requires_grad)):
-                feats = bucketed_mm(inp, weight, inp.new_empty(inp.shape[0], weight.shape[1]))
-            else:
-                feats = inp @ weight
+            feats = pointwise(inp, weight)
         else:
             out_cs, kmap = self._map(x)
             feats = sparse_conv(inp, weight, kmap)
         if bias is not None:
-            feats = feats.add_(bias) if fused else feats + bias
+            feats = feats + bias
         return SparseTensor._from_set(feats, out_cs, x.cache)
 
 
@@ -140,9 +142,15 @@ class BatchNorm(nn.Module):
 
 
 class ReLU(nn.Module):
-    """Rectified linear unit on the features; never modifies its input in place."""
+    """Rectified linear unit on the features; never modifies its input in place (except inside
+    :func:`~largead.sparse.inference.fused_inference` with ``inplace_relu=True``, whose caller vouches that every
+    ReLU input is a temporary)."""
+
+    _inplace = False  # set by sparse.inference.fused_inference(inplace_relu=True)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         if not isinstance(x, SparseTensor):
             raise TypeError(f"ReLU expects a SparseTensor, got {type(x).__name__}")
+        if self._inplace and not self.training and not torch.is_grad_enabled():
+            return x.replace(x.F.relu_())
         return x.replace(torch.relu(x.F))
