@@ -165,7 +165,7 @@ def _common_names(paths: list[Path]) -> list[str]:
         return stems
     root = Path(os.path.commonpath([str(p.parent.resolve()) for p in paths]))
     names = []
-    for p, stem in zip(paths, stems):
+    for p, stem in zip(paths, stems, strict=True):
         rel = p.parent.resolve().relative_to(root)
         names.append((rel / stem).as_posix())
     return names
@@ -420,7 +420,7 @@ def extract_features(encoder: Any, source: ScanSource, out: str | os.PathLike[st
     start = time.perf_counter()
     try:
         for batch in loader:
-            for i, pts, err in batch:
+            for _, _, err in batch:
                 if err is not None:
                     raise ExtractionError(err)
             items = [(i, pts) for i, pts, _ in batch]
@@ -446,7 +446,7 @@ def extract_features(encoder: Any, source: ScanSource, out: str | os.PathLike[st
                     raise ExtractionError(f"{names}: {message}") from None
                 b = int(message.split()[1].rstrip(",:"))
                 raise ExtractionError(f"{source.describe(items[b][0])}: {message}") from None
-            for (i, pts), keep, f in zip(items, keep_masks, feats):
+            for (i, _), keep, f in zip(items, keep_masks, feats, strict=True):
                 arr = f.float().cpu().numpy()
                 if keep is not None:
                     full = np.full((keep.shape[0], arr.shape[1]), np.nan, np.float32)

@@ -4,24 +4,34 @@ For each kernel offset ``k`` with pairs ``(i, o)``: ``out[o] += in[i] @ W[k]`` (
 ``grad_in[i] += grad_out[o] @ W[k]^T`` and ``grad_W[k] = in[i]^T @ grad_out[o]`` (backward, from the same pairs;
 the ``grad_out`` rows gathered for an offset serve both gradients).
 
-Execution (choices measured on this project's 2-core AMD EPYC, torch 2.13 CPU with MKL):
+Execution (choices measured on this project's 2-core machines, torch 2.13 CPU with MKL and oneDNN):
 
 - per offset, the paired rows are gathered (``index_select``) and multiplied into one products buffer holding a row
   per pair; the products are then summed into destination rows in one pass by a :class:`~.kernel_map.Reduction`:
   ``embedding_bag(mode="sum")`` over the pairs sorted by destination (a parallel segment sum, ~2.5x faster than
   ``index_add_`` on CPU), or a plain gather when every destination row receives exactly one pair (transposed
   kernel-2 convolutions forward; strided kernel-2 convolutions backward);
-- the identity offset of a submanifold kernel (every row paired with itself) is an ``addmm_`` on the whole feature
-  matrix, with no gather;
+- float32/float64: the identity offset of a submanifold kernel (every row paired with itself) is an ``addmm_`` on
+  the whole feature matrix, with no gather;
+- bfloat16/float16 on CPU (``torch.autocast`` or the inference path of :mod:`.inference`): products go to oneDNN,
+  which compiles a kernel per distinct shape (~1-2 ms, kept in a 1024-entry cache). Pair counts change with every
+  offset, layer and scan, so each offset's rows are padded to a "bucket" size (8 per octave, at most 12.5% padding;
+  :class:`~.kernel_map.PaddedLayout`), products over whole feature matrices run as two overlapping bucket-sized
+  windows (:func:`bucketed_mm`), row sums as a bucket plus a zero-padded remainder (:func:`bucketed_tn`), and the
+  identity offset's products (with the bias, in inference) join the buffer the segment sum reads. After a few scans
+  every shape is cached; a network pass asks for a few hundred shapes, not thousands;
 - on CPU, gathered rows and products go to per-thread workspace buffers reused across calls (large fresh allocations
   page-fault on every call); :func:`clear_workspace` releases them.
 
 Not adopted, because they measured slower here: grouping offsets with equal pair counts (an offset and its mirror)
-into one ``bmm`` (~5% slower than one ``mm`` per offset), scattering with ``index_add_`` (serial on CPU) or a CSR
-``sparse @ dense`` product. GEMMs are ~80% of a MinkUNet-34 forward+backward and run near the CPU's peak, so the
-remaining cost is arithmetic. BatchNorm is not folded into the convolution in eval mode (BN is ~1% of the time).
+into one ``bmm`` (slower than one ``mm`` per offset in float32 and, for 256 channels, in bfloat16), scattering with
+``index_add_`` per offset (serial, ~3 GB/s on CPU, slower than the products round trip it saves) or a CSR
+``sparse @ dense`` product. In float32 the GEMMs are ~80% of a MinkUNet-34 forward+backward and run near the CPU's
+peak. In bfloat16 (AMX) the arithmetic is 4-5x faster and the pass becomes memory-bound: products written to a
+buffer larger than the caches run at a third of the in-cache GEMM rate, and gathers plus the segment sum take the
+rest; a fused gather-GEMM-scatter kernel (compiled code) would be the next step.
 
-Device-agnostic torch code: CPU and CUDA, float32 or float64.
+Device-agnostic torch code: CPU and CUDA, float32, float64, bfloat16 and float16.
 """
 
 from __future__ import annotations
@@ -146,7 +156,7 @@ def _forward_padded(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
         out = feats.new_zeros(kmap.n_out, c_out)
         return out if bias is None else out.add_(bias)
     prods = _workspace("prod", (layout.total, c_out), feats)
-    for (k, _, p, base), idx in zip(layout.groups, layout.gather):  # loop over kernel offsets (<= 27)
+    for (k, _, p, base), idx in zip(layout.groups, layout.gather, strict=True):  # loop over kernel offsets (<= 27)
         rows = torch.index_select(feats, 0, idx, out=_workspace("gather", (p, c_in), feats))
         torch.mm(rows, weight[k], out=prods[base:base + p])
     if layout.identity_base is not None:
@@ -184,7 +194,7 @@ def _backward_padded(feats: torch.Tensor, grad_out: torch.Tensor, weight: torch.
     layout = kmap.padded(_bucket_ceil)
     grad_w = torch.zeros_like(weight) if need_w else None
     prods = _workspace("prod", (layout.total, c_in), feats) if need_in and layout.total else None
-    for (k, m, p, base), gidx, oidx in zip(layout.groups, layout.gather, layout.grad_gather()):  # offsets
+    for (k, m, p, base), gidx, oidx in zip(layout.groups, layout.gather, layout.grad_gather(), strict=True):  # offsets
         go = torch.index_select(grad_out, 0, oidx, out=_workspace("grad", (p, c_out), grad_out))
         if prods is not None:
             torch.mm(go, weight[k].t(), out=prods[base:base + p])

@@ -432,7 +432,8 @@ def _build_submanifold_map_3(cs: CoordinateSet) -> KernelMap:
     kernel_index.append(1 + 3 * 1 + 9 * 2)
     pieces_in: list[torch.Tensor | None] = [None] * 27
     pieces_out: list[torch.Tensor | None] = [None] * 27
-    for pos, mem, k in zip(found_pos, found_member, kernel_index):  # 13 offsets: out = member, in = neighbour
+    # 13 offsets: out = member, in = neighbour
+    for pos, mem, k in zip(found_pos, found_member, kernel_index, strict=True):
         a, b = perm[mem], perm[pos]
         pieces_in[k], pieces_out[k] = b, a
         pieces_in[26 - k], pieces_out[26 - k] = a, b  # mirror: out = neighbour, in = member

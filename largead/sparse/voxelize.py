@@ -18,8 +18,8 @@ row, never a silently wrapped integer; drop far points explicitly first (:func:`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

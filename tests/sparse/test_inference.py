@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from largead.models.minkunet import MinkUNet
-from largead.sparse import BatchNorm, Conv3d, ConvTranspose3d, ReLU, SparseTensor
-from largead.sparse import inference
+from largead.sparse import BatchNorm, Conv3d, ConvTranspose3d, ReLU, SparseTensor, inference
 from largead.sparse.inference import clear_inference_cache, fused_inference, native_bf16, resolve_precision
 
 

@@ -12,8 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from largead.sparse import BatchNorm, Conv3d, ConvTranspose3d, ReLU, SparseTensor, cat
-from largead.sparse import functional
+from largead.sparse import BatchNorm, Conv3d, ConvTranspose3d, ReLU, SparseTensor, cat, functional
 from largead.sparse.functional import sparse_conv
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
