@@ -153,6 +153,12 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     encoder = encoder.to(device).eval()
     norm = None if args.norm == "none" else (args.norm or args.dataset)
     known = encoder.config.input_norm
+    if not dataset_mode and args.dataset and args.norm is None and args.dataset not in known:
+        from largead.data import list_datasets
+
+        if args.dataset not in list_datasets():
+            raise CLIError(f"unknown dataset {args.dataset!r}; known: {', '.join(list_datasets())}"
+                           + (f"; this model's normalisation keys: {', '.join(sorted(known))}" if known else ""))
     if norm is not None and known and norm not in known:
         raise CLIError(f"model {args.model!r} has input normalisation for {sorted(known)} but not for {norm!r}; "
                        "pass --norm KEY (one of those) or --norm none for raw intensity")

@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     last: dict[tuple, dict] = {}
     peaks: dict[tuple, float] = {}
     order = [(case, mode, t) for case in cases for mode in args.modes for t in triples]
-    for _ in range(args.rounds):
+    for rnd in range(args.rounds):
         for case, mode, (backend, device, precision) in order:
             spec = {"backend": backend, "device": device, "precision": precision, "case": case, "mode": mode,
                     "threads": args.threads, "repeats": repeats, "warmup": warmup, "variant": variant}
@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             times.setdefault(key, []).extend(rec.pop("times_ms"))
             peaks[key] = max(peaks.get(key, 0.0), rec["peak_mem_mb"])
             last[key] = rec
+            print(f"# round {rnd + 1}/{args.rounds} {case} {mode} {backend} {device} {precision}: "
+                  f"{' '.join(f'{t:.0f}' for t in times[key][-repeats:])} ms", file=sys.stderr, flush=True)
     records = []
     for case, mode, (backend, device, precision) in order:
         key = (case, mode, backend, device, precision)

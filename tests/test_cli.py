@@ -241,3 +241,12 @@ def test_embed_dataset_split_with_progress_and_throughput(model_dir, tmp_path):
                "--out", str(out), "--format", "parquet", check_rc=0)
     assert "embedded 2 scans" in proc.stdout and "scans/s" in proc.stdout and "2/2" in proc.stderr  # tqdm bar
     assert [p.name for p in out.iterdir()] == ["features-00000-of-00001.parquet"]
+
+
+def test_embed_unknown_dataset_name_with_scans_lists_the_known_ones(model_dir, scan_bin, tmp_path):
+    scan, _ = scan_bin
+    proc = run("embed", str(scan), "--model", str(model_dir), "--out", str(tmp_path / "f.npy"), "--dataset",
+               "nuscenez", check_rc=1)
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "unknown dataset 'nuscenez'; known:" in err[0] and "nuscenes" in err[0]
+    assert not (tmp_path / "f.npy").exists()
