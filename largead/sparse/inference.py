@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .nn import BatchNorm, ReLU, _ConvBase
+from .nn import BatchNorm, FusedPlan, ReLU, _ConvBase, set_plan
 
 PRECISIONS = ("auto", "fp32", "bf16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -141,7 +141,8 @@ def clear_inference_cache(model: nn.Module) -> None:
 
 @contextlib.contextmanager
 def fused_inference(model: nn.Module, dtype: torch.dtype = torch.float32,
-                    pairs: Iterable[tuple[nn.Module, nn.Module]] = (), inplace_relu: bool = False) -> Iterator[None]:
+                    pairs: Iterable[tuple[nn.Module, nn.Module]] = (),
+                    inplace_relu: bool = False) -> Iterator[FusedPlan]:
     """Run ``model``'s sparse layers with cached ``dtype`` weights and the given ``(conv, batchnorm)`` pairs folded.
 
     Each pair must be a convolution whose output goes *only* into that BatchNorm (the caller's structural
@@ -149,7 +150,8 @@ def fused_inference(model: nn.Module, dtype: torch.dtype = torch.float32,
     supported: the model must be in eval mode, and the fast path is taken only while gradients are disabled
     (otherwise layers run as usual). Inputs are cast to ``dtype`` by the first convolution. ``inplace_relu``: the
     model's sparse ReLUs overwrite their input (the caller vouches that no ReLU input is used elsewhere, as in
-    MinkUNet, where they follow a convolution, a folded BatchNorm or a residual sum).
+    MinkUNet, where they follow a convolution, a folded BatchNorm or a residual sum). The plan is active for the
+    calling thread only (other threads running the same model meanwhile use the plain layers) and yielded.
     """
     if model.training:
         raise ValueError("fused_inference needs the model in eval mode (call .eval())")
@@ -168,23 +170,18 @@ def fused_inference(model: nn.Module, dtype: torch.dtype = torch.float32,
                              "output channels")
         folded[id(conv)] = bn
         bns.append(bn)
-    convs = [m for m in model.modules() if isinstance(m, _ConvBase)]
-    relus = [m for m in model.modules() if isinstance(m, ReLU)] if inplace_relu else []
+    plan = FusedPlan()
+    for conv in model.modules():
+        if isinstance(conv, _ConvBase):
+            plan.weights[id(conv)] = _folded(conv, folded.get(id(conv)), dtype)
+    plan.folded = {id(bn) for bn in bns}
+    if inplace_relu:
+        plan.inplace = {id(m) for m in model.modules() if isinstance(m, ReLU)}
+    previous = set_plan(plan)
     try:
-        for conv in convs:
-            conv._infer = _folded(conv, folded.get(id(conv)), dtype)
-        for bn in bns:
-            bn._folded = True
-        for relu in relus:
-            relu._inplace = True
-        yield
+        yield plan
     finally:
-        for conv in convs:
-            conv._infer = None
-        for bn in bns:
-            bn._folded = False
-        for relu in relus:
-            relu._inplace = False
+        set_plan(previous)
 
 
 __all__ = ["PRECISIONS", "clear_inference_cache", "fused_inference", "native_bf16", "resolve_precision"]

@@ -16,12 +16,47 @@ Relation to dense convolutions (used by the tests): with a dense grid laid out `
 from __future__ import annotations
 
 import math
+import threading
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .functional import pointwise, sparse_conv, sparse_conv_inference
 from .tensor import SparseTensor
+
+
+@dataclass
+class FusedPlan:
+    """The inference plan :func:`~largead.sparse.inference.fused_inference` activates for the calling thread: run
+    weights per convolution (``id`` -> ``(kernel, bias)``), folded BatchNorms and in-place ReLUs (``id`` sets)."""
+
+    weights: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
+    folded: set[int] = field(default_factory=set)
+    inplace: set[int] = field(default_factory=set)
+
+
+_thread = threading.local()  # per thread, so concurrent forward passes on one model do not see each other's plan
+
+
+def active_plan() -> FusedPlan | None:
+    """This thread's active :class:`FusedPlan`, or None."""
+    return getattr(_thread, "plan", None)
+
+
+def set_plan(plan: FusedPlan | None) -> FusedPlan | None:
+    """Activate ``plan`` for this thread; returns the previous one (to restore)."""
+    previous = active_plan()
+    _thread.plan = plan
+    return previous
+
+
+def _fast(module: nn.Module) -> FusedPlan | None:
+    """The active plan if ``module`` may use it now (eval mode, autograd off)."""
+    plan = active_plan()
+    if plan is None or module.training or torch.is_grad_enabled():
+        return None
+    return plan
 
 
 def _check_input(x: SparseTensor, channels: int, layer: str) -> None:
@@ -33,7 +68,6 @@ def _check_input(x: SparseTensor, channels: int, layer: str) -> None:
 
 class _ConvBase(nn.Module):
     transposed = False
-    _infer: tuple[torch.Tensor, torch.Tensor | None] | None = None  # set by sparse.inference.fused_inference
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, bias: bool) -> None:
         super().__init__()
@@ -66,9 +100,11 @@ class _ConvBase(nn.Module):
     def forward(self, x: SparseTensor) -> SparseTensor:
         _check_input(x, self.in_channels, type(self).__name__)
         inp, weight, bias = x.F, self.kernel, self.bias
-        if self._infer is not None and not self.training and not torch.is_grad_enabled():
+        plan = _fast(self)
+        entry = plan.weights.get(id(self)) if plan is not None else None
+        if entry is not None:
             # inference fast path: cached run-dtype weights (BatchNorm folded in), bias fused into a product
-            weight, bias = self._infer
+            weight, bias = entry
             if self.use_mm:
                 out_cs, kmap = x.coordinate_set, None
             else:
@@ -128,15 +164,14 @@ class ConvTranspose3d(_ConvBase):
 class BatchNorm(nn.Module):
     """Batch normalisation over the feature matrix; ``.bn`` is a ``torch.nn.BatchNorm1d`` (ME's key layout)."""
 
-    _folded = False  # set by sparse.inference.fused_inference: folded into the preceding convolution
-
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
         self.bn = nn.BatchNorm1d(num_features, eps=eps, momentum=momentum)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         _check_input(x, self.bn.num_features, "BatchNorm")
-        if self._folded and not self.training and not torch.is_grad_enabled():
+        plan = _fast(self)
+        if plan is not None and id(self) in plan.folded:  # folded into the preceding convolution
             return x
         return x.replace(self.bn(x.F))
 
@@ -146,11 +181,10 @@ class ReLU(nn.Module):
     :func:`~largead.sparse.inference.fused_inference` with ``inplace_relu=True``, whose caller vouches that every
     ReLU input is a temporary)."""
 
-    _inplace = False  # set by sparse.inference.fused_inference(inplace_relu=True)
-
     def forward(self, x: SparseTensor) -> SparseTensor:
         if not isinstance(x, SparseTensor):
             raise TypeError(f"ReLU expects a SparseTensor, got {type(x).__name__}")
-        if self._inplace and not self.training and not torch.is_grad_enabled():
+        plan = _fast(self)
+        if plan is not None and id(self) in plan.inplace:
             return x.replace(x.F.relu_())
         return x.replace(torch.relu(x.F))

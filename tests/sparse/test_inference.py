@@ -8,6 +8,7 @@ import torch
 from largead.models.minkunet import MinkUNet
 from largead.sparse import BatchNorm, Conv3d, ConvTranspose3d, ReLU, SparseTensor, inference
 from largead.sparse.inference import clear_inference_cache, fused_inference, native_bf16, resolve_precision
+from largead.sparse.nn import active_plan
 
 
 def random_coords(n: int, extent: int, seed: int) -> torch.Tensor:
@@ -138,10 +139,9 @@ def test_layers_restored_after_the_context(net, sparse_input):
     coords, feats = sparse_input
     relus = [m for m in net.modules() if isinstance(m, ReLU)]
     with pytest.raises(RuntimeError, match="boom"), fused_inference(net, torch.float32, net.conv_bn_pairs(), True):
+        assert active_plan() is not None and len(active_plan().inplace) == len(relus)
         raise RuntimeError("boom")
-    assert all(m._infer is None for m in net.modules() if hasattr(m, "_infer"))
-    assert not any(m._folded for m in net.modules() if isinstance(m, BatchNorm))
-    assert not any(m._inplace for m in relus)
+    assert active_plan() is None
     x = SparseTensor(torch.randn(5, 3), torch.arange(20).reshape(5, 4).int())
     y = ReLU()(x)
     assert (x.F < 0).any() and not torch.equal(x.F, y.F)  # out of the context, ReLU is not in place
@@ -175,8 +175,8 @@ def test_weight_cache_follows_parameter_updates(sparse_input):
     x = SparseTensor(feats, coords)
 
     def fused():
-        with torch.no_grad(), fused_inference(model, torch.float32, [(conv, bn)]):
-            return bn(conv(x)).F, conv._infer[0]
+        with torch.no_grad(), fused_inference(model, torch.float32, [(conv, bn)]) as plan:
+            return bn(conv(x)).F, plan.weights[id(conv)][0]
 
     first, w1 = fused()
     _, w2 = fused()
@@ -194,3 +194,26 @@ def test_weight_cache_follows_parameter_updates(sparse_input):
     assert not torch.allclose(first, second)
     clear_inference_cache(model)
     assert "_infer_cache" not in conv.__dict__
+
+
+def test_plan_is_per_thread(net, sparse_input):
+    """A fused pass in one thread leaves another thread's pass on the plain layers (same model, same time)."""
+    import threading
+
+    coords, feats = sparse_input
+    with torch.no_grad():
+        ref = net(SparseTensor(feats, coords)).F
+    seen = {}
+
+    def other():
+        seen["plan"] = active_plan()
+        with torch.no_grad():
+            seen["out"] = net(SparseTensor(feats, coords)).F
+
+    with torch.no_grad(), fused_inference(net, torch.bfloat16, net.conv_bn_pairs(), inplace_relu=True):
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        fused = net(SparseTensor(feats, coords)).F
+    assert seen["plan"] is None and torch.equal(seen["out"], ref)
+    assert fused.dtype == torch.bfloat16
