@@ -116,10 +116,9 @@ def _reader_options(items: Sequence[str]) -> dict:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
     from largead import LargeADEncoder
-    from largead.extract import ExtractionError, dataset_source, extract_features, file_source
+    from largead.extract import ExtractionError, dataset_source, embed_points, extract_features, file_source
     from largead.fileio import atomic_path
     from largead.sparse.inference import resolve_precision
 
@@ -163,34 +162,24 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         raise CLIError(f"model {args.model!r} has input normalisation for {sorted(known)} but not for {norm!r}; "
                        "pass --norm KEY (one of those) or --norm none for raw intensity")
     if single:
-        pts = points
-        keep = None
-        if args.max_range is not None:
-            keep = np.linalg.norm(pts[:, :3].astype(np.float64), axis=1) <= args.max_range
-            if not keep.any():
-                raise CLIError(f"{args.scans[0]}: no point within --max-range {args.max_range} m")
-            pts = pts[keep]
         try:
-            with torch.no_grad():
-                feats = encoder.embed(torch.from_numpy(pts), dataset=norm, precision=args.precision)
+            (feats,), (dropped,) = embed_points(encoder, [points], dataset=norm, precision=args.precision,
+                                                max_range=args.max_range)
         except (ValueError, KeyError) as err:
             raise CLIError(f"{args.scans[0]}: {str(err).strip(chr(39))}") from None
-        feats = feats.float().cpu().numpy()
-        if keep is not None:
-            full = np.full((len(keep), feats.shape[1]), np.nan, np.float32)
-            full[keep] = feats
-            feats = full
         with atomic_path(out) as tmp, open(tmp, "wb") as f:
             np.save(f, feats)
         dtype = str(resolve_precision(args.precision, device)).replace("torch.", "")
         print(f"wrote {out} ({feats.shape[0]} points x {feats.shape[1]} features, precision {args.precision} -> "
               f"{dtype})")
-        if keep is not None and not keep.all():
-            print(f"dropped {int((~keep).sum())} points farther than {args.max_range} m (their rows are NaN)")
+        if dropped:
+            print(f"dropped {dropped} points farther than {args.max_range} m (their rows are NaN)")
         if args.png:
             from largead.viz import save_feature_bev
 
-            png = save_feature_bev(points, feats, args.png, title=f"{Path(args.scans[0]).name} - {args.model}")
+            ok = np.isfinite(feats).all(axis=1)
+            png = save_feature_bev(points[ok], feats[ok], args.png,
+                                   title=f"{Path(args.scans[0]).name} - {args.model}")
             print(f"wrote {png}")
         return 0
     try:

@@ -334,6 +334,38 @@ def _write_shard(path: Path, names: list[str], feats: list[np.ndarray]) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 # Extraction
 # --------------------------------------------------------------------------------------------------------------------
+def embed_points(encoder: Any, scans: Sequence[np.ndarray], *, dataset: str | None = None, precision: str = "auto",
+                 max_range: float | None = None) -> tuple[list[np.ndarray], list[int]]:
+    """Per-point features (N_b, D) float32 of (N_b, 4) scans in one forward pass, as numpy arrays.
+
+    ``max_range`` (metres): points farther from the sensor are left out of the pass and get NaN rows, so rows still
+    align with the input; the second result counts them per scan. A scan with no point left is a ValueError.
+    """
+    keeps: list[np.ndarray | None] = []
+    inputs = []
+    for b, pts in enumerate(scans):
+        keep = None
+        if max_range is not None:
+            keep = np.linalg.norm(np.asarray(pts[:, :3], dtype=np.float64), axis=1) <= max_range
+            if not keep.any():
+                raise ValueError(f"scan {b}: no point within max_range={max_range} m")
+            pts = pts[keep]
+        keeps.append(keep)
+        inputs.append(torch.from_numpy(np.ascontiguousarray(pts)))
+    with torch.no_grad():
+        feats = encoder.embed(inputs, dataset=dataset, precision=precision)
+    out, dropped = [], []
+    for keep, f in zip(keeps, feats, strict=True):
+        arr = f.float().cpu().numpy()
+        if keep is not None:
+            full = np.full((keep.shape[0], arr.shape[1]), np.nan, np.float32)
+            full[keep] = arr
+            arr = full
+        out.append(arr)
+        dropped.append(0 if keep is None else int((~keep).sum()))
+    return out, dropped
+
+
 @dataclass
 class ExtractStats:
     """What :func:`extract_features` did: scans embedded and skipped, points, seconds, points dropped by range."""
@@ -424,34 +456,17 @@ def extract_features(encoder: Any, source: ScanSource, out: str | os.PathLike[st
                 if err is not None:
                     raise ExtractionError(err)
             items = [(i, pts) for i, pts, _ in batch]
-            keep_masks = []
-            scans = []
-            for i, pts in items:
-                keep = None
-                if max_range is not None:
-                    keep = np.linalg.norm(pts[:, :3].astype(np.float64), axis=1) <= max_range
-                    stats.dropped += int((~keep).sum())
-                    if not keep.any():
-                        raise ExtractionError(f"{source.describe(i)}: no point within max_range={max_range} m")
-                    pts = pts[keep]
-                keep_masks.append(keep)
-                scans.append(torch.from_numpy(pts))
             try:
-                with torch.no_grad():
-                    feats = encoder.embed(scans, dataset=dataset, precision=precision)
+                feats, dropped = embed_points(encoder, [pts for _, pts in items], dataset=dataset,
+                                              precision=precision, max_range=max_range)
             except ValueError as err:
-                names = ", ".join(source.describe(i) for i, _ in items)
                 message = str(err)
-                if len(items) == 1 or not message.startswith("scan "):
-                    raise ExtractionError(f"{names}: {message}") from None
-                b = int(message.split()[1].rstrip(",:"))
+                b = 0
+                if len(items) > 1 and message.startswith("scan "):
+                    b = int(message.split()[1].rstrip(",:"))
                 raise ExtractionError(f"{source.describe(items[b][0])}: {message}") from None
-            for (i, _), keep, f in zip(items, keep_masks, feats, strict=True):
-                arr = f.float().cpu().numpy()
-                if keep is not None:
-                    full = np.full((keep.shape[0], arr.shape[1]), np.nan, np.float32)
-                    full[keep] = arr
-                    arr = full
+            stats.dropped += sum(dropped)
+            for (i, _), arr in zip(items, feats, strict=True):
                 stats.scans += 1
                 stats.points += int(arr.shape[0])
                 if fmt == "npy":
@@ -474,4 +489,5 @@ def extract_features(encoder: Any, source: ScanSource, out: str | os.PathLike[st
 
 
 __all__ = ["FORMATS", "SCAN_SUFFIXES", "DatasetSource", "ExtractStats", "ExtractionError", "FileSource",
-           "ScanSource", "dataset_source", "extract_features", "file_source", "read_scan", "valid_npy"]
+           "ScanSource", "dataset_source", "embed_points", "extract_features", "file_source", "read_scan",
+           "valid_npy"]
