@@ -3,7 +3,9 @@
 ``SparseTensor`` holds features on integer coordinates; ``Conv3d`` / ``ConvTranspose3d`` / ``BatchNorm`` / ``ReLU`` /
 ``cat`` build MinkUNet-style networks whose state dicts use ME's keys and shapes. Kernel maps are built once per
 forward pass and shared through a ``KernelMapCache``. Voxelisation (``batch_voxelize``) turns points into the
-coordinates and features these layers take.
+coordinates and features these layers take. ``largead.sparse.inference`` holds the inference fast path (precision
+choice, BatchNorm folding, cached run-dtype weights); bfloat16/float16 products on CPU run in bucketed shapes
+(``functional``).
 """
 
 from .kernel_map import CoordinateSet, KernelMap, KernelMapCache, kernel_offsets
