@@ -4,6 +4,7 @@
     largead info NAME                             one entry: recipe, voxelisation, reported numbers
     largead datasets                              registered dataset readers
     largead embed SCAN --model NAME --out F.npy   per-point features of one scan (.bin, .pcd.bin, .npy, .npz)
+    largead embed DIR|GLOB... --model NAME --out DIR      many scans, or --dataset NAME --root R --split S: resumable
     largead convert OFFICIAL.pt OUT_DIR           SLidR/Seal checkpoint -> Hub-ready folder
     largead view [SCAN] [--dataset NAME ...]      interactive 3D view of a scan as one self-contained HTML file
     largead demo                                  the main job on the synthetic world
@@ -75,62 +76,124 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_scan(path: str | Path):
-    """Load a scan as an (N, 4) float32 array: ``.bin`` (KITTI-style float32 x 4), ``.pcd.bin`` (nuScenes,
-    float32 x 5), ``.npy`` (N, >= 4) or ``.npz`` (key ``points``)."""
-    import numpy as np
+def read_scan(path: str | Path, columns: int | None = None):
+    """Load a scan as an (N, 4) float32 array (:func:`largead.extract.read_scan`): ``.bin`` (KITTI-style float32 x 4,
+    or ``columns``), ``.pcd.bin`` (nuScenes, float32 x 5), ``.npy`` (N, >= 4) or ``.npz`` (key ``points``). Errors
+    (missing, malformed, ambiguous width, empty, non-finite) become one-line :class:`CLIError`."""
+    from largead.extract import read_scan as _read
 
-    path = Path(path)
-    if not path.is_file():
-        raise CLIError(f"{path}: no such file")
-    name = path.name.lower()
-    if name.endswith(".bin"):
-        from largead.data.readers._kitti_io import read_bin
+    try:
+        return _read(path, columns)
+    except (ValueError, OSError) as err:
+        raise CLIError(str(err)) from None
 
-        try:
-            pts = read_bin(path, columns=5 if name.endswith(".pcd.bin") else 4)
-        except (ValueError, OSError) as err:
-            raise CLIError(str(err)) from None
-    elif name.endswith(".npy"):
-        pts = np.load(path)
-    elif name.endswith(".npz"):
-        with np.load(path) as z:
-            if "points" not in z:
-                raise CLIError(f"{path}: .npz has no 'points' array (keys: {', '.join(z.files)})")
-            pts = z["points"]
-    else:
-        raise CLIError(f"{path}: unsupported scan format; expected .bin, .pcd.bin, .npy or .npz")
-    if pts.ndim != 2 or pts.shape[1] < 4:
-        raise CLIError(f"{path}: expected an (N, >=4) array of x, y, z, intensity, got shape {pts.shape}")
-    if not np.isfinite(pts[:, :4]).all():
-        raise CLIError(f"{path}: scan has non-finite coordinates or intensity")
-    return np.ascontiguousarray(pts[:, :4], dtype=np.float32)
+
+def _check_device(name: str):
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise CLIError(f"--device {name}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = ("this torch build has no CUDA support" if torch.version.cuda is None
+               else "no CUDA device is visible (CUDA_VISIBLE_DEVICES, driver)")
+        raise CLIError(f"--device {name}: {why} (torch {torch.__version__}); use --device cpu")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CLIError(f"--device {name}: MPS is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise CLIError(f"--device {name}: unsupported device type {device.type!r}; use cpu or cuda")
+    return device
+
+
+def _reader_options(items: Sequence[str]) -> dict:
+    try:
+        from largead.config import parse_overrides  # type: ignore[import-not-found]  # after the config move
+    except ImportError:
+        from largead.trainer import parse_overrides
+    try:
+        return parse_overrides(items)
+    except ValueError as err:
+        raise CLIError(f"--option: {err}") from None
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
     from largead import LargeADEncoder
+    from largead.extract import ExtractionError, dataset_source, embed_points, extract_features, file_source
+    from largead.fileio import atomic_path
+    from largead.sparse.inference import resolve_precision
 
-    points = read_scan(args.scan)
+    device = _check_device(args.device)
+    dataset_mode = not args.scans
+    if dataset_mode and not (args.dataset and args.split):
+        raise CLIError("give scan files, folders or globs, or --dataset NAME [--root DIR] --split SPLIT")
+    if not dataset_mode and (args.root or args.split or args.option or args.limit is not None):
+        raise CLIError("--root, --split, --option and --limit select dataset frames; they do not apply to scan files")
+    out = Path(args.out)
+    single = (not dataset_mode and len(args.scans) == 1 and Path(args.scans[0]).is_file() and args.format == "npy"
+              and not out.is_dir())
+    if args.png and not single:
+        raise CLIError("--png needs exactly one scan and a file --out")
+    if not single and out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: exists and is not a folder (several scans need an output folder)")
+    # inputs first (cheap, and a bad input must not wait for the model)
+    try:
+        if dataset_mode:
+            options = _reader_options(args.option or [])
+            source = dataset_source(args.dataset, args.root, args.split, options, args.limit)
+        else:
+            source = file_source(args.scans, args.columns)
+    except (ValueError, KeyError, OSError) as err:
+        raise CLIError(str(err).strip("'\"")) from None
+    points = read_scan(source.paths[0], args.columns) if single else None
     try:
         encoder = LargeADEncoder.from_pretrained(args.model, local_files_only=args.offline)
     except (OSError, KeyError, ValueError) as err:
         raise CLIError(f"cannot load model {args.model!r}: {err}") from None
-    encoder = encoder.to(args.device).eval()
-    with torch.no_grad():
-        feats = encoder.embed(torch.from_numpy(points).to(args.device), dataset=args.dataset)
-    feats = feats.float().cpu().numpy()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, feats)
-    print(f"wrote {out} ({feats.shape[0]} points x {feats.shape[1]} features)")
-    if args.png:
-        from largead.viz import save_feature_bev
+    encoder = encoder.to(device).eval()
+    norm = None if args.norm == "none" else (args.norm or args.dataset)
+    known = encoder.config.input_norm
+    if not dataset_mode and args.dataset and args.norm is None and args.dataset not in known:
+        from largead.data import list_datasets
 
-        png = save_feature_bev(points, feats, args.png, title=f"{Path(args.scan).name} - {args.model}")
-        print(f"wrote {png}")
+        if args.dataset not in list_datasets():
+            raise CLIError(f"unknown dataset {args.dataset!r}; known: {', '.join(list_datasets())}"
+                           + (f"; this model's normalisation keys: {', '.join(sorted(known))}" if known else ""))
+    if norm is not None and known and norm not in known:
+        raise CLIError(f"model {args.model!r} has input normalisation for {sorted(known)} but not for {norm!r}; "
+                       "pass --norm KEY (one of those) or --norm none for raw intensity")
+    if single:
+        try:
+            (feats,), (dropped,) = embed_points(encoder, [points], dataset=norm, precision=args.precision,
+                                                max_range=args.max_range)
+        except (ValueError, KeyError) as err:
+            raise CLIError(f"{args.scans[0]}: {str(err).strip(chr(39))}") from None
+        with atomic_path(out) as tmp, open(tmp, "wb") as f:
+            np.save(f, feats)
+        dtype = str(resolve_precision(args.precision, device)).replace("torch.", "")
+        print(f"wrote {out} ({feats.shape[0]} points x {feats.shape[1]} features, precision {args.precision} -> "
+              f"{dtype})")
+        if dropped:
+            print(f"dropped {dropped} points farther than {args.max_range} m (their rows are NaN)")
+        if args.png:
+            from largead.viz import save_feature_bev
+
+            ok = np.isfinite(feats).all(axis=1)
+            png = save_feature_bev(points[ok], feats[ok], args.png,
+                                   title=f"{Path(args.scans[0]).name} - {args.model}")
+            print(f"wrote {png}")
+        return 0
+    try:
+        stats = extract_features(encoder, source, out, dataset=norm, precision=args.precision,
+                                 batch_size=args.batch_size, workers=args.workers, fmt=args.format,
+                                 shard_size=args.shard_size, overwrite=args.overwrite, max_range=args.max_range,
+                                 progress=not args.no_progress)
+    except (ExtractionError, ValueError, KeyError) as err:
+        raise CLIError(str(err).strip("'\"")) from None
+    print(stats.summary())
+    print(f"features in {out}{' (parquet shards)' if args.format == 'parquet' else ''}")
     return 0
 
 
@@ -237,14 +300,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help="list dataset readers", description="List registered dataset readers.")
     p.set_defaults(func=_cmd_datasets)
 
-    p = sub.add_parser("embed", help="per-point features of a scan",
-                       description="Run an encoder on one scan and save (N, D) per-point features as .npy.")
-    p.add_argument("scan", help=".bin (x,y,z,i float32), .pcd.bin (nuScenes), .npy or .npz")
+    p = sub.add_parser("embed", help="per-point features of scans or a dataset split",
+                       description="Run an encoder on scans (files, folders, globs) or a dataset split and save "
+                                   "(N, D) per-point features: one scan -> the --out file; several -> one .npy per "
+                                   "scan (or parquet shards) in the --out folder, resumable.")
+    p.add_argument("scans", nargs="*", help=".bin (x,y,z,i float32), .pcd.bin (nuScenes), .npy, .npz; folders; globs")
     p.add_argument("--model", required=True, help="zoo name, org/name[@revision] or a local folder")
-    p.add_argument("--out", required=True, help="output .npy")
-    p.add_argument("--png", default=None, help="also write a PCA-coloured bird's-eye view here")
-    p.add_argument("--dataset", default=None, help="apply this dataset's stored input normalisation")
+    p.add_argument("--out", required=True, help="output file (one scan) or folder (several scans, a dataset)")
+    p.add_argument("--dataset", default=None,
+                   help="with scans: the input normalisation to apply; alone: the dataset reader to embed "
+                        "(with --root/--split)")
+    p.add_argument("--root", default=None, help="dataset root folder (dataset mode)")
+    p.add_argument("--split", default=None, help="dataset split (dataset mode)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="dataset reader option (repeatable)")
+    p.add_argument("--limit", type=int, default=None, help="embed only the first N frames (dataset mode)")
+    p.add_argument("--norm", default=None,
+                   help="input normalisation key (default: --dataset when the model has statistics for it; 'none')")
+    p.add_argument("--columns", type=int, default=None,
+                   help="float32 values per point in .bin files (default 4; .pcd.bin 5)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bfloat16 where the CPU/GPU has it natively, float32 elsewhere (output is float32)")
+    p.add_argument("--batch-size", type=int, default=1, help="scans per forward pass (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="reader processes overlapping with compute (0: none)")
+    p.add_argument("--format", choices=["npy", "parquet"], default="npy",
+                   help="npy: one file per scan; parquet: shards that datasets.load_dataset('parquet') opens")
+    p.add_argument("--shard-size", type=int, default=256, help="scans per parquet shard (default 256)")
+    p.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
+    p.add_argument("--max-range", type=float, default=None,
+                   help="drop points farther than this many metres (their feature rows are NaN)")
+    p.add_argument("--png", default=None, help="also write a PCA-coloured bird's-eye view here (one scan)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--offline", action="store_true", help="never contact the Hub (HF_HUB_OFFLINE=1 does the same)")
     p.set_defaults(func=_cmd_embed)
 

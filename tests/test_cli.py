@@ -1,6 +1,7 @@
 """The `largead` command, run as a user would (subprocess), including its error paths."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -170,3 +171,132 @@ def test_list_into_a_closed_pipe_exits_quietly():
     proc = subprocess.run(f"{sys.executable} -m largead.cli list | head -1", shell=True, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.count("\n") == 1 and proc.stderr == ""
+
+
+# ------------------------------------------------------------------------------------------------ embed: bad input
+def _scan_file(folder, name, pts):
+    path = folder / name
+    np.asarray(pts, dtype=np.float32).tofile(path)
+    return path
+
+
+def _five_columns(n):
+    rng = np.random.default_rng(1)
+    ring = np.floor(rng.uniform(0, 32, (n, 1)))
+    pts = np.concatenate([rng.uniform(-20, 20, (n, 3)), rng.uniform(0, 1, (n, 1)), ring], 1)
+    return pts.astype(np.float32)
+
+
+def _far(n=200):
+    pts = np.random.default_rng(2).uniform(-10, 10, (n, 4)).astype(np.float32)
+    pts[17, 0] = 4.3e8
+    return pts
+
+
+EMBED_BAD = [
+    # (id, files to create {name: array}, arguments (scans first), expected exit code, stderr pattern)
+    ("empty", {"e.bin": np.zeros((0, 4))}, ["e.bin"], 1, r"e\.bin: empty scan \(0 points\)"),
+    ("five-columns-ambiguous", {"f.bin": _five_columns(64)}, ["f.bin"], 1, r"f\.bin: looks like 5 float32 columns"),
+    ("five-columns-size", {"g.bin": _five_columns(63)}, ["g.bin"], 1, r"g\.bin: 1260 bytes is not a multiple of 16"),
+    ("wrong-columns", {"h.bin": _five_columns(64)}, ["h.bin", "--columns", "6"], 1, r"not a multiple of the 24-byte"),
+    ("far-point", {"far.bin": _far()}, ["far.bin"], 1, r"far\.bin: scan 0, point 17: .* beyond the voxel grid"),
+    ("non-finite", {"n.bin": np.array([[0, 0, 0, 1], [np.inf, 0, 0, 1]])}, ["n.bin"], 1, r"n\.bin: 1 of 2 points"),
+    ("no-inputs", {}, [], 1, r"give scan files, folders or globs, or --dataset NAME"),
+    ("dataset-without-split", {}, ["--dataset", "synthetic"], 1, r"--split SPLIT"),
+    ("unknown-dataset", {}, ["--dataset", "nope", "--split", "val"], 1, r"unknown dataset 'nope'; known: .*nuscenes"),
+    ("unknown-split", {}, ["--dataset", "synthetic", "--split", "test"], 1, r"no split 'test'"),
+    ("root-with-scans", {"a.bin": np.zeros((4, 4))}, ["a.bin", "--root", "x"], 1, r"do not apply to scan files"),
+    ("png-with-many", {"a.bin": np.ones((4, 4)), "b.bin": np.ones((4, 4))}, ["a.bin", "b.bin", "--png", "x.png"], 1,
+     r"--png needs exactly one scan"),
+    ("bad-precision", {"a.bin": np.ones((4, 4))}, ["a.bin", "--precision", "half"], 2, r"invalid choice: 'half'"),
+    ("missing-glob", {}, ["nothing*.bin"], 1, r"nothing\*\.bin: pattern matches no scan files"),
+    ("bad-norm", {"a.bin": np.ones((4, 4))}, ["a.bin", "--norm", "waymo"], 0, None),  # no statistics: ignored
+]
+
+
+@pytest.mark.parametrize("files, args, rc, match", [case[1:] for case in EMBED_BAD], ids=[c[0] for c in EMBED_BAD])
+def test_embed_bad_input_is_one_line_and_writes_nothing(model_dir, tmp_path, files, args, rc, match):
+    for name, pts in files.items():
+        _scan_file(tmp_path, name, pts)
+    before = set(tmp_path.iterdir())
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "largead.cli", "embed", *args, "--model", str(model_dir), "--out",
+                           str(out), "--no-progress"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == rc, proc.stderr
+    if match is None:
+        return
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 or rc == 2, err
+    assert re.search(match, err[-1]), err
+    assert set(tmp_path.iterdir()) == before  # nothing written, no temporary files
+
+
+def test_embed_cuda_on_a_cpu_build_is_one_line(model_dir, scan_bin, tmp_path):
+    scan, _ = scan_bin
+    proc = run("embed", str(scan), "--model", str(model_dir), "--out", str(tmp_path / "f.npy"), "--device", "cuda")
+    if torch.cuda.is_available():
+        assert proc.returncode == 0
+        return
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(err) == 1 and "--device cuda:" in err[0] and "use --device cpu" in err[0]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "f.npy").exists()
+
+
+# ------------------------------------------------------------------------------------------------ embed: outputs
+def test_embed_out_path_is_written_as_given(model_dir, scan_bin, tmp_path):
+    scan, pts = scan_bin
+    out = tmp_path / "features"  # no .npy suffix: np.save would have appended one
+    proc = run("embed", str(scan), "--model", str(model_dir), "--out", str(out), "--precision", "fp32", check_rc=0)
+    assert out.is_file() and not (tmp_path / "features.npy").exists()
+    assert "precision fp32 -> float32" in proc.stdout
+    feats = np.load(out)
+    enc = LargeADEncoder.from_pretrained(str(model_dir)).eval()
+    np.testing.assert_allclose(feats, enc.embed(pts, precision="fp32").numpy(), atol=1e-5)
+
+
+def test_embed_several_scans_columns_and_resume(model_dir, scan_bin, tmp_path):
+    scan, pts = scan_bin
+    five = np.concatenate([pts, np.zeros((len(pts), 1), np.float32)], 1)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    five.tofile(scans / "a.bin")
+    five[:1000].tofile(scans / "b.bin")
+    out = tmp_path / "feats"
+    proc = run("embed", str(scans), "--model", str(model_dir), "--out", str(out), "--columns", "5",
+               "--precision", "fp32", "--batch-size", "2", "--no-progress", check_rc=0)
+    assert re.search(r"embedded 2 scans \(4000 points\) in [0-9.]+ s: [0-9.]+ scans/s, [0-9,]+ points/s", proc.stdout)
+    a, b = np.load(out / "a.npy"), np.load(out / "b.npy")
+    enc = LargeADEncoder.from_pretrained(str(model_dir)).eval()
+    np.testing.assert_allclose(a, enc.embed(pts, precision="fp32").numpy(), atol=1e-5)
+    assert b.shape == (1000, 64)
+    proc = run("embed", str(scans / "*.bin"), "--model", str(model_dir), "--out", str(out), "--columns", "5",
+               "--no-progress", check_rc=0)
+    assert "embedded 0 scans" in proc.stdout and "skipped 2 already done" in proc.stdout
+
+
+def test_embed_max_range_drops_and_counts(model_dir, tmp_path):
+    far = _scan_file(tmp_path, "far.bin", _far())
+    out = tmp_path / "far.npy"
+    proc = run("embed", str(far), "--model", str(model_dir), "--out", str(out), "--max-range", "50", check_rc=0)
+    assert "dropped 1 points farther than 50.0 m (their rows are NaN)" in proc.stdout
+    feats = np.load(out)
+    assert feats.shape == (200, 64) and np.isnan(feats[17]).all() and np.isfinite(np.delete(feats, 17, 0)).all()
+
+
+def test_embed_dataset_split_with_progress_and_throughput(model_dir, tmp_path):
+    out = tmp_path / "ds"
+    proc = run("embed", "--dataset", "synthetic", "--split", "val", "--option", "num_sequences=1",
+               "--option", "frames_per_sequence=2", "--option", "beams=8", "--model", str(model_dir),
+               "--out", str(out), "--format", "parquet", check_rc=0)
+    assert "embedded 2 scans" in proc.stdout and "scans/s" in proc.stdout and "2/2" in proc.stderr  # tqdm bar
+    assert [p.name for p in out.iterdir()] == ["features-00000-of-00001.parquet"]
+
+
+def test_embed_unknown_dataset_name_with_scans_lists_the_known_ones(model_dir, scan_bin, tmp_path):
+    scan, _ = scan_bin
+    proc = run("embed", str(scan), "--model", str(model_dir), "--out", str(tmp_path / "f.npy"), "--dataset",
+               "nuscenez", check_rc=1)
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "unknown dataset 'nuscenez'; known:" in err[0] and "nuscenes" in err[0]
+    assert not (tmp_path / "f.npy").exists()

@@ -436,18 +436,42 @@ class LargeADEncoder(
         return batch_voxelize([p[:, :3] for p in pts], self.grid, features=feats)
 
     # ---------------------------------------------------------------- forward
-    def _run(self, coords: torch.Tensor, feats: torch.Tensor, decoder_only: bool) -> torch.Tensor:
+    def _run(self, coords: torch.Tensor, feats: torch.Tensor, decoder_only: bool,
+             dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The network on unique voxels. ``dtype=None``: the layers as they are (float32 weights, autocast if the
+        caller enabled it). ``dtype`` float32/bfloat16 in eval mode without autograd: the inference fast path
+        (:func:`largead.sparse.inference.fused_inference`: BatchNorm folded into the convolutions, weights cached
+        in ``dtype``); with autograd, bfloat16 runs under ``torch.autocast``. The result is float32 whenever
+        ``dtype`` is given."""
+        import contextlib
+
+        from largead.sparse.inference import fused_inference
+
         if coords.ndim != 2 or coords.shape[1] != 4:
             raise ValueError(f"coords must be (M, 4) (batch, i, j, k), got shape {tuple(coords.shape)}")
         if feats.ndim != 2 or feats.shape != (coords.shape[0], self.in_channels):
             raise ValueError(f"feats must be ({coords.shape[0]}, {self.in_channels}), got shape {tuple(feats.shape)}")
         device = self.device
-        dtype = next(self.parameters()).dtype
-        x = self._ops.sparse_input(coords.to(device), feats.to(device=device, dtype=dtype))
-        out = self.decoder_features(x)
-        if not decoder_only:
-            out = self.final(out)
-        return self._ops.output_features(out, x)
+        param_dtype = next(self.parameters()).dtype
+        x = self._ops.sparse_input(coords.to(device), feats.to(device=device, dtype=param_dtype))
+        if dtype is None:
+            context = contextlib.nullcontext()
+        elif self.backend != "torch":
+            if dtype != torch.float32:
+                raise ValueError(f"the {self.backend} backend runs in float32 only; use precision='fp32'")
+            context = contextlib.nullcontext()
+        elif not self.training and not torch.is_grad_enabled():
+            context = fused_inference(self, dtype, self.conv_bn_pairs(), inplace_relu=True)
+        elif dtype != param_dtype:
+            context = torch.autocast(device.type, dtype=dtype)
+        else:
+            context = contextlib.nullcontext()
+        with context:
+            out = self.decoder_features(x)
+            if not decoder_only:
+                out = self.final(out)
+            out = self._ops.output_features(out, x)
+        return out if dtype is None else out.float()
 
     def forward_sparse(self, coords: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """Per-voxel features (M, out_channels) for unique voxel ``coords`` (M, 4) and input ``feats`` (M, C_in),
@@ -466,18 +490,33 @@ class LargeADEncoder(
         return self._run(batch.coords, batch.feats, decoder_only=True)
 
     def embed(self, points: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor],
-              dataset: str | None = None) -> torch.Tensor | list[torch.Tensor]:
-        """Per-point features: (N, D) for one scan, a list of (N_b, D) for a list of scans.
+              dataset: str | None = None, precision: str = "auto") -> torch.Tensor | list[torch.Tensor]:
+        """Per-point features: (N, D) float32 for one scan, a list of (N_b, D) for a list of scans.
 
         Each point gets the feature of its voxel (points sharing a voxel share the feature). In eval mode the pass
         runs under ``torch.no_grad()``; in train mode it keeps the graph (and BatchNorm uses batch statistics), so
         call ``.eval()`` for inference.
+
+        ``precision``: ``"auto"`` (default) computes in bfloat16 where the model's device does so natively (x86 CPUs
+        with AVX512-BF16 or AMX, CUDA GPUs with bf16; :func:`largead.sparse.inference.native_bf16`) and in float32
+        elsewhere; ``"fp32"`` / ``"bf16"`` force one. In eval mode the network runs with its BatchNorms folded into
+        the convolutions and the weights cached in that dtype (rebuilt when the weights change). The result is
+        float32 either way; bfloat16 features agree with float32 ones to a per-point cosine similarity above 0.999
+        (measured in the README, guarded by the tests). The MinkowskiEngine backend runs in float32 only.
         """
+        from largead.sparse.inference import resolve_precision
+
+        dtype = resolve_precision(precision, self.device)
+        if self.backend != "torch" and precision == "auto":
+            dtype = torch.float32
         single = isinstance(points, (np.ndarray, torch.Tensor))
         scans = [points] if single else list(points)
         with torch.set_grad_enabled(self.training and torch.is_grad_enabled()):
             batch = self.voxelize(scans, dataset)
-            per_point = self.forward_batch(batch)[batch.inverse]
+            per_voxel = self._run(batch.coords, batch.feats, decoder_only=False, dtype=dtype)
+            if self.config.normalize_output:
+                per_voxel = torch.nn.functional.normalize(per_voxel, p=2, dim=1)
+            per_point = per_voxel[batch.inverse]
         if single:
             return per_point
         return list(torch.split(per_point, torch.diff(batch.point_offsets).tolist()))

@@ -304,6 +304,23 @@ class MinkUNet(nn.Module):
         """Output of ``final`` ((M, out_channels) features) on the input coordinates (stride 1)."""
         return self.final(self.decoder_features(x))
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """Every ``(convolution, BatchNorm)`` pair where the convolution's output goes only into that BatchNorm
+        (stem, encoder, decoder, residual blocks, ``downsample``): what eval-mode inference may fold
+        (:func:`largead.sparse.inference.fused_inference`)."""
+        pairs: list[tuple[nn.Module, nn.Module]] = [
+            (self.conv0p1s1, self.bn0), (self.conv1p1s2, self.bn1), (self.conv2p2s2, self.bn2),
+            (self.conv3p4s2, self.bn3), (self.conv4p8s2, self.bn4), (self.convtr4p16s2, self.bntr4),
+            (self.convtr5p8s2, self.bntr5), (self.convtr6p4s2, self.bntr6), (self.convtr7p2s2, self.bntr7)]
+        for m in self.modules():
+            if isinstance(m, (BasicBlock, Bottleneck)):
+                pairs += [(m.conv1, m.norm1), (m.conv2, m.norm2)]
+                if isinstance(m, Bottleneck):
+                    pairs.append((m.conv3, m.norm3))
+                if m.downsample is not None:
+                    pairs.append((m.downsample[0], m.downsample[1]))
+        return pairs
+
 
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameter elements of ``module``."""

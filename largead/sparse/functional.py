@@ -4,24 +4,34 @@ For each kernel offset ``k`` with pairs ``(i, o)``: ``out[o] += in[i] @ W[k]`` (
 ``grad_in[i] += grad_out[o] @ W[k]^T`` and ``grad_W[k] = in[i]^T @ grad_out[o]`` (backward, from the same pairs;
 the ``grad_out`` rows gathered for an offset serve both gradients).
 
-Execution (choices measured on this project's 2-core AMD EPYC, torch 2.13 CPU with MKL):
+Execution (choices measured on this project's 2-core machines, torch 2.13 CPU with MKL and oneDNN):
 
 - per offset, the paired rows are gathered (``index_select``) and multiplied into one products buffer holding a row
   per pair; the products are then summed into destination rows in one pass by a :class:`~.kernel_map.Reduction`:
   ``embedding_bag(mode="sum")`` over the pairs sorted by destination (a parallel segment sum, ~2.5x faster than
   ``index_add_`` on CPU), or a plain gather when every destination row receives exactly one pair (transposed
   kernel-2 convolutions forward; strided kernel-2 convolutions backward);
-- the identity offset of a submanifold kernel (every row paired with itself) is an ``addmm_`` on the whole feature
-  matrix, with no gather;
+- float32/float64: the identity offset of a submanifold kernel (every row paired with itself) is an ``addmm_`` on
+  the whole feature matrix, with no gather;
+- bfloat16/float16 on CPU (``torch.autocast`` or the inference path of :mod:`.inference`): products go to oneDNN,
+  which compiles a kernel per distinct shape (~1-2 ms, kept in a 1024-entry cache). Pair counts change with every
+  offset, layer and scan, so each offset's rows are padded to a "bucket" size (8 per octave, at most 12.5% padding;
+  :class:`~.kernel_map.PaddedLayout`), products over whole feature matrices run as two overlapping bucket-sized
+  windows (:func:`bucketed_mm`), row sums as a bucket plus a zero-padded remainder (:func:`bucketed_tn`), and the
+  identity offset's products (with the bias, in inference) join the buffer the segment sum reads. After a few scans
+  every shape is cached; a network pass asks for a few hundred shapes, not thousands;
 - on CPU, gathered rows and products go to per-thread workspace buffers reused across calls (large fresh allocations
   page-fault on every call); :func:`clear_workspace` releases them.
 
 Not adopted, because they measured slower here: grouping offsets with equal pair counts (an offset and its mirror)
-into one ``bmm`` (~5% slower than one ``mm`` per offset), scattering with ``index_add_`` (serial on CPU) or a CSR
-``sparse @ dense`` product. GEMMs are ~80% of a MinkUNet-34 forward+backward and run near the CPU's peak, so the
-remaining cost is arithmetic. BatchNorm is not folded into the convolution in eval mode (BN is ~1% of the time).
+into one ``bmm`` (slower than one ``mm`` per offset in float32 and, for 256 channels, in bfloat16), scattering with
+``index_add_`` per offset (serial, ~3 GB/s on CPU, slower than the products round trip it saves) or a CSR
+``sparse @ dense`` product. In float32 the GEMMs are ~80% of a MinkUNet-34 forward+backward and run near the CPU's
+peak. In bfloat16 (AMX) the arithmetic is 4-5x faster and the pass becomes memory-bound: products written to a
+buffer larger than the caches run at a third of the in-cache GEMM rate, and gathers plus the segment sum take the
+rest; a fused gather-GEMM-scatter kernel (compiled code) would be the next step.
 
-Device-agnostic torch code: CPU and CUDA, float32 or float64.
+Device-agnostic torch code: CPU and CUDA, float32, float64, bfloat16 and float16.
 """
 
 from __future__ import annotations
@@ -58,6 +68,58 @@ def clear_workspace() -> None:
     _local.buffers = {}
 
 
+# ------------------------------------------------------------------------------------------------ reduced precision
+# On CPU, bfloat16/float16 matrix products go to oneDNN, which builds (and JIT-compiles) one kernel per distinct
+# problem shape and keeps the last 1024 in a cache: a shape it has not seen costs ~1-2 ms, more than the product
+# itself. Pair counts differ per kernel offset, layer and scan, so every product's row count is rounded to a small set
+# of "bucket" sizes q * 2^e (q in 8..15, at most 8 per octave): rows [0, floor) in one product and the rest as the
+# last ``ceil`` rows (the two windows overlap; overlapping rows are computed twice and written with equal values).
+# MKL's float32/float64 products have no per-shape cost and run as one call.
+_MIN_BUCKET = 16
+
+
+def _bucket_floor(m: int) -> int:
+    """Largest ``q * 2^e <= m`` with ``q`` in 8..15 (``m >= 16``)."""
+    e = m.bit_length() - 4
+    return (m >> e) << e
+
+
+def _bucket_ceil(m: int) -> int:
+    """Smallest bucket size ``>= m`` (at least 16)."""
+    if m <= _MIN_BUCKET:
+        return _MIN_BUCKET
+    floor = _bucket_floor(m)
+    return floor if floor == m else floor + (1 << (m.bit_length() - 4))
+
+
+def bucketed(t: torch.Tensor) -> bool:
+    """Whether products with ``t`` use bucketed shapes (reduced precision on CPU)."""
+    return t.device.type == "cpu" and t.dtype in (torch.bfloat16, torch.float16)
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, bias: torch.Tensor | None) -> None:
+    if bias is None:
+        torch.mm(a, b, out=out)
+    else:
+        torch.addmm(bias, a, b, out=out)
+
+
+def bucketed_mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``out = a @ b (+ bias)`` with ``out`` a row-contiguous (M, N) tensor; in bucketed shapes when
+    :func:`bucketed`."""
+    m = a.shape[0]
+    if m < _MIN_BUCKET or not bucketed(a):
+        _mm(a, b, out, bias)
+        return out
+    lo = _bucket_floor(m)
+    _mm(a[:lo], b, out[:lo], bias)
+    if lo < m:
+        hi = _bucket_ceil(m - lo)
+        _mm(a[m - hi:], b, out[m - hi:], bias)
+    return out
+
+
 def _reduce(prods: torch.Tensor, reduction: Reduction) -> torch.Tensor:
     """Sum pair products into destination rows (a new tensor)."""
     if reduction.perm is not None:
@@ -65,7 +127,48 @@ def _reduce(prods: torch.Tensor, reduction: Reduction) -> torch.Tensor:
     return F.embedding_bag(reduction.order, prods, reduction.offsets, mode="sum")
 
 
+def bucketed_tn(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = a.T @ b`` (a sum over the rows of ``a`` and ``b``) with the row count in bucketed shapes when
+    :func:`bucketed`: the first ``floor`` rows in one product, the rest zero-padded to a bucket in a second."""
+    m = a.shape[0]
+    if m < _MIN_BUCKET or not bucketed(a):
+        return torch.mm(a.t(), b, out=out)
+    lo = _bucket_floor(m)
+    torch.mm(a[:lo].t(), b[:lo], out=out)
+    if lo < m:
+        hi = _bucket_ceil(m - lo)
+        ta = a.new_zeros(hi, a.shape[1])
+        tb = b.new_zeros(hi, b.shape[1])
+        ta[: m - lo] = a[lo:]
+        tb[: m - lo] = b[lo:]
+        out.addmm_(ta.t(), tb)
+    return out
+
+
+def _forward_padded(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Reduced-precision CPU forward in bucketed shapes (:class:`~.kernel_map.PaddedLayout`): one product per
+    offset (rows padded to a bucket), the identity offset's products (plus ``bias``) in the same buffer, one
+    segment sum."""
+    c_in, c_out = weight.shape[1], weight.shape[2]
+    layout = kmap.padded(_bucket_ceil)
+    if layout.total == 0:
+        out = feats.new_zeros(kmap.n_out, c_out)
+        return out if bias is None else out.add_(bias)
+    prods = _workspace("prod", (layout.total, c_out), feats)
+    for (k, _, p, base), idx in zip(layout.groups, layout.gather, strict=True):  # loop over kernel offsets (<= 27)
+        rows = torch.index_select(feats, 0, idx, out=_workspace("gather", (p, c_in), feats))
+        torch.mm(rows, weight[k], out=prods[base:base + p])
+    if layout.identity_base is not None:
+        bucketed_mm(feats, weight[kmap.identity], prods[layout.identity_base:], bias)
+        bias = None
+    out = _reduce(prods, layout.to_out())
+    return out if bias is None else out.add_(bias)
+
+
 def _forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    if bucketed(feats):
+        return _forward_padded(feats, weight, kmap)
     c_in, c_out = weight.shape[1], weight.shape[2]
     n_pairs = kmap.ptr[-1]
     if n_pairs == 0:
@@ -83,8 +186,40 @@ def _forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torc
     return out
 
 
+def _backward_padded(feats: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
+                     need_in: bool, need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Reduced-precision CPU backward in the forward's bucketed layout. Padding rows of the gathered gradients and
+    inputs are zeroed, so they add nothing to the kernel gradient."""
+    c_in, c_out = weight.shape[1], weight.shape[2]
+    layout = kmap.padded(_bucket_ceil)
+    grad_w = torch.zeros_like(weight) if need_w else None
+    prods = _workspace("prod", (layout.total, c_in), feats) if need_in and layout.total else None
+    for (k, m, p, base), gidx, oidx in zip(layout.groups, layout.gather, layout.grad_gather(), strict=True):  # offsets
+        go = torch.index_select(grad_out, 0, oidx, out=_workspace("grad", (p, c_out), grad_out))
+        if prods is not None:
+            torch.mm(go, weight[k].t(), out=prods[base:base + p])
+        if grad_w is not None:
+            rows = torch.index_select(feats, 0, gidx, out=_workspace("gather", (p, c_in), feats))
+            go[m:].zero_()
+            rows[m:].zero_()
+            torch.mm(rows.t(), go, out=grad_w[k])
+    grad_in = None
+    if need_in:
+        if prods is not None:
+            if layout.identity_base is not None:
+                bucketed_mm(grad_out, weight[kmap.identity].t(), prods[layout.identity_base:])
+            grad_in = _reduce(prods, layout.to_in())
+        else:
+            grad_in = feats.new_zeros(kmap.n_in, c_in)
+    if grad_w is not None and kmap.identity is not None:
+        bucketed_tn(feats, grad_out, grad_w[kmap.identity])
+    return grad_in, grad_w
+
+
 def _backward(feats: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, need_in: bool,
               need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if bucketed(feats):
+        return _backward_padded(feats, grad_out, weight, kmap, need_in, need_w)
     c_in, c_out = weight.shape[1], weight.shape[2]
     n_pairs = kmap.ptr[-1]
     grad_w = torch.zeros_like(weight) if need_w else None
@@ -129,6 +264,37 @@ class SparseConvFunction(torch.autograd.Function):
         return grad_in, grad_w, None
 
 
+class PointwiseFunction(torch.autograd.Function):
+    """``feats (M, C_in) @ weight (C_in, C_out)`` with bucketed product shapes in both directions (1x1 convolution)."""
+
+    @staticmethod
+    def forward(ctx: Any, feats: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        feats = feats.contiguous()
+        ctx.save_for_backward(feats, weight)
+        return bucketed_mm(feats, weight, feats.new_empty(feats.shape[0], weight.shape[1]))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        feats, weight = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_in = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_in = bucketed_mm(grad_out, weight.t(), grad_out.new_empty(grad_out.shape[0], weight.shape[0]))
+        if ctx.needs_input_grad[1]:
+            grad_w = bucketed_tn(feats, grad_out, weight.new_empty(weight.shape))
+        return grad_in, grad_w
+
+
+def pointwise(feats: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``feats @ weight`` (a 1x1 convolution); products in bucketed shapes for reduced precision on CPU."""
+    if not bucketed(feats):
+        return feats @ weight
+    if torch.is_grad_enabled() and (feats.requires_grad or weight.requires_grad):
+        return PointwiseFunction.apply(feats, weight)
+    return bucketed_mm(feats, weight, feats.new_empty(feats.shape[0], weight.shape[1]))
+
+
 def _check(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> None:
     if feats.ndim != 2 or feats.shape[0] != kmap.n_in:
         raise ValueError(f"sparse conv expects features of shape ({kmap.n_in}, C_in), got {tuple(feats.shape)}")
@@ -140,6 +306,24 @@ def _check(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> None:
     if weight.device != feats.device or kmap.in_idx.device != feats.device:
         raise ValueError(f"features ({feats.device}), kernel ({weight.device}) and kernel map "
                          f"({kmap.in_idx.device}) must be on one device")
+
+
+def sparse_conv_inference(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap | None,
+                          bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``sparse_conv(feats, weight, kmap) + bias`` without autograd (``kmap=None``: a 1x1 convolution ``feats @
+    weight``), the bias fused into a product where possible; the result is a new tensor."""
+    if kmap is None:
+        out = feats.new_empty(feats.shape[0], weight.shape[1])
+        if bucketed(feats):
+            return bucketed_mm(feats, weight, out, bias)
+        torch.mm(feats, weight, out=out)
+    else:
+        _check(feats, weight, kmap)
+        feats = feats.contiguous()
+        if bucketed(feats):
+            return _forward_padded(feats, weight.contiguous(), kmap, bias)
+        out = _forward(feats, weight.contiguous(), kmap)
+    return out if bias is None else out.add_(bias)
 
 
 def sparse_conv(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:

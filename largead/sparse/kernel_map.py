@@ -37,6 +37,7 @@ Python kernel maps (test_kernel_map.py) and MinkowskiEngine itself where install
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -174,6 +175,76 @@ class Reduction:
     offsets: torch.Tensor | None
 
 
+class PaddedLayout:
+    """Where each pair's product goes when products run in padded ("bucketed") shapes (reduced precision on CPU).
+
+    The products buffer holds ``total`` rows. Offset ``k`` of ``groups`` ``(k, m, p, base)`` has ``m`` pairs padded
+    to ``p`` rows at rows ``base .. base + p``; ``gather[g]`` (``p`` input rows, padding repeats row 0, whose
+    products are never summed) and :meth:`grad_gather` (the output rows, for gradients) list the rows to gather.
+    The identity offset (if any) owns rows ``identity_base .. identity_base + n_in``. :meth:`to_out` /
+    :meth:`to_in` sum the real rows into output / input rows, the identity included. Built once per kernel map;
+    the backward-only parts on first use.
+    """
+
+    def __init__(self, km: KernelMap, bucket: Callable[[int], int]) -> None:
+        kv = km.kernel_volume
+        counts = [km.ptr[k + 1] - km.ptr[k] for k in range(kv)]
+        self.groups: list[tuple[int, int, int, int]] = []
+        base = 0
+        for k in range(kv):  # loop over kernel offsets (<= 27)
+            if counts[k]:
+                p = bucket(counts[k])
+                self.groups.append((k, counts[k], p, base))
+                base += p
+        self.identity_base = None
+        if km.identity is not None:
+            self.identity_base = base
+            base += km.n_in
+        self.total = base
+        self._km = km
+        device = km.in_idx.device
+        shift = torch.zeros(kv, dtype=torch.int64)
+        for k, _, _, gbase in self.groups:
+            shift[k] = gbase - km.ptr[k]
+        n_pairs = km.ptr[-1]
+        self.position = torch.arange(n_pairs, device=device) + torch.repeat_interleave(
+            shift.to(device), torch.tensor(counts, device=device), output_size=n_pairs)
+        self.gather = [self._padded_rows(km.in_idx, k, m, p) for k, m, p, _ in self.groups]
+        self._grad_gather: list[torch.Tensor] | None = None
+        self._to_out: Reduction | None = None
+        self._to_in: Reduction | None = None
+
+    def _padded_rows(self, idx: torch.Tensor, k: int, m: int, p: int) -> torch.Tensor:
+        rows = idx[self._km.ptr[k]:self._km.ptr[k + 1]]
+        return rows if p == m else torch.cat([rows, rows.new_zeros(p - m)])
+
+    def grad_gather(self) -> list[torch.Tensor]:
+        """Per group, the ``p`` output rows whose gradients multiply that offset's products."""
+        if self._grad_gather is None:
+            self._grad_gather = [self._padded_rows(self._km.out_idx, k, m, p) for k, m, p, _ in self.groups]
+        return self._grad_gather
+
+    def _reduction(self, idx: torch.Tensor, n_dst: int) -> Reduction:
+        km = self._km
+        rows = self.position
+        dst = idx
+        if self.identity_base is not None:
+            ar = torch.arange(km.n_in, device=idx.device)
+            rows = torch.cat([rows, ar + self.identity_base])
+            dst = torch.cat([dst, ar])
+        return _reduction_rows(rows, dst, n_dst)
+
+    def to_out(self) -> Reduction:
+        if self._to_out is None:
+            self._to_out = self._reduction(self._km.out_idx, self._km.n_out)
+        return self._to_out
+
+    def to_in(self) -> Reduction:
+        if self._to_in is None:
+            self._to_in = self._reduction(self._km.in_idx, self._km.n_in)
+        return self._to_in
+
+
 @dataclass(eq=False)
 class KernelMap:
     """Input/output row pairs of one sparse convolution, grouped by kernel offset.
@@ -193,6 +264,7 @@ class KernelMap:
     kernel_volume: int = field(init=False)
     _to_out: Reduction | None = field(default=None, init=False, repr=False)
     _to_in: Reduction | None = field(default=None, init=False, repr=False)
+    _padded: PaddedLayout | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.kernel_volume = len(self.ptr) - 1
@@ -208,7 +280,7 @@ class KernelMap:
         """The same pairs with input and output exchanged (ME's transposed map of the same region)."""
         km = KernelMap(self.out_idx, self.in_idx, list(self.ptr), self.n_out, self.n_in, self.identity)
         km._to_out, km._to_in = self._to_in, self._to_out
-        return km
+        return km  # (a padded layout is not swapped: it is rebuilt for the swapped map when needed)
 
     def to_out(self) -> Reduction:
         """How pair products (one row per pair, in pair order) sum into output rows (built once)."""
@@ -222,6 +294,31 @@ class KernelMap:
             self._to_in = _reduction(self.in_idx, self.n_in, self.identity is not None)
         return self._to_in
 
+    def padded(self, bucket: Callable[[int], int]) -> PaddedLayout:
+        """The :class:`PaddedLayout` with each offset's rows padded to ``bucket(m)`` (built once per map)."""
+        if self._padded is None:
+            self._padded = PaddedLayout(self, bucket)
+        return self._padded
+
+
+def _sort_order(dst: torch.Tensor, n_dst: int) -> torch.Tensor:
+    """Stable argsort of destination rows (int32 keys where they fit: about twice as fast)."""
+    if n_dst < 2**31 - 1:
+        return torch.argsort(dst.to(torch.int32), stable=True)
+    return torch.argsort(dst, stable=True)
+
+
+def _reduction_rows(rows: torch.Tensor, dst: torch.Tensor, n_dst: int) -> Reduction:
+    """Reduction of a products buffer whose row ``rows[j]`` goes to ``dst[j]`` (other rows are never summed)."""
+    counts = torch.bincount(dst, minlength=n_dst)
+    if dst.numel() == n_dst and n_dst > 0 and int(counts.max()) == 1:
+        perm = torch.empty_like(rows)
+        perm[dst] = rows
+        return Reduction(perm, None, None)
+    offsets = torch.zeros(n_dst, dtype=torch.int64, device=dst.device)
+    torch.cumsum(counts[:-1], 0, out=offsets[1:])
+    return Reduction(None, rows[_sort_order(dst, n_dst)], offsets)
+
 
 def _reduction(dst_idx: torch.Tensor, n_dst: int, has_identity: bool) -> Reduction:
     """The :class:`Reduction` of pair products onto ``n_dst`` rows, pair ``j`` going to row ``dst_idx[j]``."""
@@ -232,7 +329,7 @@ def _reduction(dst_idx: torch.Tensor, n_dst: int, has_identity: bool) -> Reducti
         return Reduction(perm, None, None)
     offsets = torch.zeros(n_dst, dtype=torch.int64, device=dst_idx.device)
     torch.cumsum(counts[:-1], 0, out=offsets[1:])
-    return Reduction(None, torch.argsort(dst_idx, stable=True), offsets)
+    return Reduction(None, _sort_order(dst_idx, n_dst), offsets)
 
 
 def _ptr_from_counts(counts: torch.Tensor) -> list[int]:
@@ -271,6 +368,8 @@ def _build_submanifold_map(cs: CoordinateSet, offs: torch.Tensor) -> KernelMap:
     kv = offs.shape[0]
     half = kv // 2
     n = len(cs)
+    if kv == 27 and n > 0:
+        return _build_submanifold_map_3(cs)
     if int(offs.abs().max()) <= cs.stride:
         found, members = cs.neighbours(offs[:half])
     else:
@@ -298,6 +397,52 @@ def _build_submanifold_map(cs: CoordinateSet, offs: torch.Tensor) -> KernelMap:
     for cnt in all_counts:
         ptr.append(ptr[-1] + cnt)
     return KernelMap(in_idx, out_idx, ptr, n, n, identity=half)
+
+
+def _build_submanifold_map_3(cs: CoordinateSet) -> KernelMap:
+    """3^3 submanifold map with 4 sorted searches instead of 13.
+
+    Keys pack ``(b, x, y, z)`` row-major with ``z`` fastest and the box padded by one stride, so the neighbours at
+    ``dz = -s, 0, +s`` of a query column ``key + delta(dx, dy)`` are adjacent in the sorted keys: one
+    ``searchsorted`` of the column key finds all three. Four column offsets ``(dx, dy)`` in one half-plane times
+    three ``dz``, plus ``(0, 0, +s)`` (the next sorted key), make 13 offsets, one of each mirror pair; the mirrors
+    get the same pairs swapped. Pairs of an offset come in sorted-key order of their first member.
+    """
+    idx = cs.index
+    sk, perm = idx.sorted_keys, idx.perm
+    n = sk.numel()
+    s = cs.stride
+    e = idx.ext.tolist()
+    found_pos, found_member, kernel_index = [], [], []
+    ar = torch.arange(n, device=sk.device)
+    for dx, dy in ((1, -1), (1, 0), (1, 1), (0, 1)):  # loop over 4 column offsets
+        q = sk + (dx * s * e[2] + dy * s) * e[3]
+        p = torch.searchsorted(sk, q)
+        pc = p.clamp(max=n - 1)
+        hit0 = sk[pc] == q
+        pp = (p + hit0).clamp_(max=n - 1)
+        pm = (p - 1).clamp_(min=0)
+        for dz, pos, hit in ((-1, pm, (sk[pm] == q - s) & (p > 0)), (0, pc, hit0), (1, pp, sk[pp] == q + s)):
+            found_pos.append(pos[hit])
+            found_member.append(ar[hit])
+            kernel_index.append((dx + 1) + 3 * (dy + 1) + 9 * (dz + 1))
+    nxt = torch.nonzero(sk[1:] == sk[:-1] + s).squeeze(1)  # (0, 0, +s): the next key in sorted order
+    found_pos.append(nxt + 1)
+    found_member.append(nxt)
+    kernel_index.append(1 + 3 * 1 + 9 * 2)
+    pieces_in: list[torch.Tensor | None] = [None] * 27
+    pieces_out: list[torch.Tensor | None] = [None] * 27
+    # 13 offsets: out = member, in = neighbour
+    for pos, mem, k in zip(found_pos, found_member, kernel_index, strict=True):
+        a, b = perm[mem], perm[pos]
+        pieces_in[k], pieces_out[k] = b, a
+        pieces_in[26 - k], pieces_out[26 - k] = a, b  # mirror: out = neighbour, in = member
+    empty = sk.new_zeros(0)
+    pieces_in[13] = pieces_out[13] = empty
+    ptr = [0]
+    for piece in pieces_in:
+        ptr.append(ptr[-1] + int(piece.numel()))
+    return KernelMap(torch.cat(pieces_in), torch.cat(pieces_out), ptr, n, n, identity=13)
 
 
 def strided_coords(cs: CoordinateSet, stride: int) -> tuple[torch.Tensor, torch.Tensor]:

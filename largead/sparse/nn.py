@@ -16,12 +16,47 @@ Relation to dense convolutions (used by the tests): with a dense grid laid out `
 from __future__ import annotations
 
 import math
+import threading
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .functional import sparse_conv
+from .functional import pointwise, sparse_conv, sparse_conv_inference
 from .tensor import SparseTensor
+
+
+@dataclass
+class FusedPlan:
+    """The inference plan :func:`~largead.sparse.inference.fused_inference` activates for the calling thread: run
+    weights per convolution (``id`` -> ``(kernel, bias)``), folded BatchNorms and in-place ReLUs (``id`` sets)."""
+
+    weights: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
+    folded: set[int] = field(default_factory=set)
+    inplace: set[int] = field(default_factory=set)
+
+
+_thread = threading.local()  # per thread, so concurrent forward passes on one model do not see each other's plan
+
+
+def active_plan() -> FusedPlan | None:
+    """This thread's active :class:`FusedPlan`, or None."""
+    return getattr(_thread, "plan", None)
+
+
+def set_plan(plan: FusedPlan | None) -> FusedPlan | None:
+    """Activate ``plan`` for this thread; returns the previous one (to restore)."""
+    previous = active_plan()
+    _thread.plan = plan
+    return previous
+
+
+def _fast(module: nn.Module) -> FusedPlan | None:
+    """The active plan if ``module`` may use it now (eval mode, autograd off)."""
+    plan = active_plan()
+    if plan is None or module.training or torch.is_grad_enabled():
+        return None
+    return plan
 
 
 def _check_input(x: SparseTensor, channels: int, layer: str) -> None:
@@ -64,19 +99,29 @@ class _ConvBase(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         _check_input(x, self.in_channels, type(self).__name__)
-        inp, weight = x.F, self.kernel
-        device_type = inp.device.type
-        if torch.is_autocast_enabled(device_type):  # mixed precision: compute in the autocast dtype, as nn.Linear does
-            dtype = torch.get_autocast_dtype(device_type)
+        inp, weight, bias = x.F, self.kernel, self.bias
+        plan = _fast(self)
+        entry = plan.weights.get(id(self)) if plan is not None else None
+        if entry is not None:
+            # inference fast path: cached run-dtype weights (BatchNorm folded in), bias fused into a product
+            weight, bias = entry
+            if self.use_mm:
+                out_cs, kmap = x.coordinate_set, None
+            else:
+                out_cs, kmap = self._map(x)
+            feats = sparse_conv_inference(inp.to(weight.dtype), weight, kmap, bias)
+            return SparseTensor._from_set(feats, out_cs, x.cache)
+        if torch.is_autocast_enabled(inp.device.type):  # mixed precision: compute in the autocast dtype
+            dtype = torch.get_autocast_dtype(inp.device.type)
             inp, weight = inp.to(dtype), weight.to(dtype)
         if self.use_mm:
-            feats = inp @ weight
             out_cs = x.coordinate_set
+            feats = pointwise(inp, weight)
         else:
             out_cs, kmap = self._map(x)
             feats = sparse_conv(inp, weight, kmap)
-        if self.bias is not None:
-            feats = feats + self.bias
+        if bias is not None:
+            feats = feats + bias
         return SparseTensor._from_set(feats, out_cs, x.cache)
 
 
@@ -125,13 +170,21 @@ class BatchNorm(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         _check_input(x, self.bn.num_features, "BatchNorm")
+        plan = _fast(self)
+        if plan is not None and id(self) in plan.folded:  # folded into the preceding convolution
+            return x
         return x.replace(self.bn(x.F))
 
 
 class ReLU(nn.Module):
-    """Rectified linear unit on the features; never modifies its input in place."""
+    """Rectified linear unit on the features; never modifies its input in place (except inside
+    :func:`~largead.sparse.inference.fused_inference` with ``inplace_relu=True``, whose caller vouches that every
+    ReLU input is a temporary)."""
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         if not isinstance(x, SparseTensor):
             raise TypeError(f"ReLU expects a SparseTensor, got {type(x).__name__}")
+        plan = _fast(self)
+        if plan is not None and id(self) in plan.inplace:
+            return x.replace(x.F.relu_())
         return x.replace(torch.relu(x.F))

@@ -7,18 +7,25 @@ MinkowskiEngine's ``sparse_quantize(return_index=True)`` does in SLidR; every po
 (``inverse``) so per-voxel predictions map back to all points.
 
 All functions are vectorised torch code (no loops over points or voxels) and run on the points' device.
+
+Range: voxel coordinates are int32 in the sparse engine, and strided layers round them to multiples of up to 2^k
+and add kernel offsets, so every voxel coordinate must satisfy ``|c| <= MAX_VOXEL_COORD`` (2^30 - 1; e.g. about
+1.07e8 m on a 0.1 m axis). A point beyond that, or with a non-finite coordinate, is an error naming its scan and
+row, never a silently wrapped integer; drop far points explicitly first (:func:`in_range` gives the mask,
+``largead embed --max-range`` drops and counts them).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 
 FEATURE_MODES = ("intensity", "xyz_intensity", "ones")
+MAX_VOXEL_COORD = 2**30 - 1
 
 
 @dataclass(frozen=True)
@@ -67,15 +74,44 @@ def _as_tensor(points: np.ndarray | torch.Tensor, what: str = "points") -> torch
     return t
 
 
-def quantize(xyz: torch.Tensor, grid: VoxelGrid) -> torch.Tensor:
-    """Integer voxel coordinates (N, 3) int64 of points ``xyz`` (N, >=3) on ``grid`` (floored)."""
+def _scaled(xyz: torch.Tensor, grid: VoxelGrid) -> torch.Tensor:
+    """Point coordinates in voxel units (N, 3) float64, before flooring."""
     xyz = xyz[:, :3].to(torch.float64)
     size = torch.tensor(grid.voxel_size, dtype=torch.float64, device=xyz.device)
     if grid.cylindrical:
         rho = torch.sqrt(xyz[:, 0] ** 2 + xyz[:, 1] ** 2)
         phi = torch.rad2deg(torch.atan2(xyz[:, 1], xyz[:, 0]))
         xyz = torch.stack([rho, phi, xyz[:, 2]], dim=1)
-    return torch.floor(xyz / size).to(torch.int64)
+    return xyz / size
+
+
+def in_range(points: np.ndarray | torch.Tensor, grid: VoxelGrid = VoxelGrid()) -> torch.Tensor:
+    """(N,) bool: which points have finite coordinates whose voxel coordinates fit ``|c| <= MAX_VOXEL_COORD``."""
+    scaled = _scaled(_as_tensor(points), grid)
+    return (torch.isfinite(scaled) & (scaled.abs() < MAX_VOXEL_COORD)).all(1)
+
+
+def quantize(xyz: torch.Tensor, grid: VoxelGrid, row_label: Callable[[int], str] | None = None) -> torch.Tensor:
+    """Integer voxel coordinates (N, 3) int64 of points ``xyz`` (N, >=3) on ``grid`` (floored).
+
+    Raises ValueError naming the first point (``row_label(row)``, default ``"point {row}"``) whose coordinates are
+    not finite or whose voxel coordinate would exceed ``MAX_VOXEL_COORD`` in magnitude.
+    """
+    scaled = _scaled(xyz, grid)
+    ok = torch.isfinite(scaled) & (scaled.abs() < MAX_VOXEL_COORD)
+    if not bool(ok.all()):
+        row = int(torch.nonzero(~ok.all(1))[0])
+        where = row_label(row) if row_label is not None else f"point {row}"
+        coords = ", ".join(f"{float(v):.6g}" for v in xyz[row, :3].tolist())
+        if not bool(torch.isfinite(xyz[row, :3]).all()):
+            raise ValueError(f"{where}: non-finite coordinates ({coords})")
+        kind = "cylindrical (rho, phi, z)" if grid.cylindrical else "Cartesian"
+        raise ValueError(f"{where}: (x, y, z) = ({coords}) m lies beyond the voxel grid's range: on the {kind} grid "
+                         f"of voxel size {grid.voxel_size} its voxel coordinates "
+                         f"({', '.join(f'{float(v):.4g}' for v in scaled[row].tolist())}) exceed "
+                         f"+-{MAX_VOXEL_COORD} (int32 with room for strides); drop far points first "
+                         "(largead.sparse.in_range, or largead embed --max-range)")
+    return torch.floor(scaled).to(torch.int64)
 
 
 def unique_rows(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -153,7 +189,13 @@ def batch_voxelize(
     point_offsets[1:] = torch.cumsum(counts, 0)
     allpts = torch.cat([t.to(device=device, dtype=torch.float32) for t in tensors], 0)
     batch = torch.repeat_interleave(torch.arange(len(tensors), device=device), counts.to(device))
-    keys = torch.cat([batch[:, None], quantize(allpts, grid)], dim=1)
+    starts = point_offsets.tolist()
+
+    def row_label(row: int) -> str:
+        b = int(np.searchsorted(starts, row, side="right")) - 1
+        return f"scan {b}, point {row - starts[b]}"
+
+    keys = torch.cat([batch[:, None], quantize(allpts, grid, row_label)], dim=1)
     coords, inverse, first = unique_rows(keys)
     if features is None:
         pf = point_features(allpts, feature_mode)

@@ -124,18 +124,18 @@ def test_forward_batch_and_decoder(encoder, scan):
 
 def test_embed_numpy_torch_and_lists(encoder, scan):
     a, b = scan[:1200], scan[1200:2600]
-    fa = encoder.embed(a)
+    fa = encoder.embed(a, precision="fp32")
     assert isinstance(fa, torch.Tensor) and fa.shape == (1200, 64) and not fa.requires_grad
-    torch.testing.assert_close(encoder.embed(torch.from_numpy(a)), fa)
-    torch.testing.assert_close(encoder.embed(a.astype(np.float64)), fa)
-    both = encoder.embed([a, torch.from_numpy(b)])
+    torch.testing.assert_close(encoder.embed(torch.from_numpy(a), precision="fp32"), fa)
+    torch.testing.assert_close(encoder.embed(a.astype(np.float64), precision="fp32"), fa)
+    both = encoder.embed([a, torch.from_numpy(b)], precision="fp32")
     assert isinstance(both, list) and [t.shape[0] for t in both] == [1200, 1400]
     torch.testing.assert_close(both[0], fa, rtol=1e-5, atol=1e-5)  # eval mode: scans do not interact
-    torch.testing.assert_close(both[1], encoder.embed(b), rtol=1e-5, atol=1e-5)
-    # per point = feature of its voxel
+    torch.testing.assert_close(both[1], encoder.embed(b, precision="fp32"), rtol=1e-5, atol=1e-5)
+    # per point = feature of its voxel; the folded-BatchNorm fast path agrees with the plain layers
     batch = batch_voxelize([a], encoder.grid)
     vox = encoder.forward_batch(batch)
-    torch.testing.assert_close(fa, vox[batch.inverse])
+    torch.testing.assert_close(fa, vox[batch.inverse], rtol=1e-5, atol=2e-6)
 
 
 def test_embed_points_in_one_voxel_share_features(encoder):
@@ -381,3 +381,90 @@ def test_zoo_name_loads_from_populated_cache(encoder, offline_cache, tmp_path, s
     with pytest.raises(WeightsNotAvailableError, match="largead/minkunet34-seem-n is a zoo recipe whose weights are "
                                                        "not published yet"):
         LargeADEncoder.from_pretrained("minkunet34-seem-n")
+
+
+# ---------------------------------------------------------------------------------------------------- precision
+@pytest.fixture(scope="module")
+def trained_encoder(make_scan_module):
+    """A minkunet14 encoder fitted for a few steps to spatially varying targets (random Fourier features of the
+    coordinates), its BatchNorm statistics then recomputed on the data: weights and statistics as training leaves
+    them, unlike a random init. Small enough for the suite (a few seconds)."""
+    torch.manual_seed(0)
+    enc = LargeADEncoder(LargeADConfig(backbone="minkunet14"))
+    scans = [make_scan_module(num_beams=12, points_per_ring=120, seed=s) for s in range(2)]
+    proj = torch.randn(3, 64) * 0.7
+    opt = torch.optim.Adam(enc.parameters(), lr=2e-3)
+    enc.train()
+    for step in range(4):
+        pts = torch.from_numpy(scans[step % 2])
+        target = torch.nn.functional.normalize(torch.sin(pts[:, :3] @ proj), dim=1)
+        loss = (enc.embed(pts, precision="fp32") - target).square().sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    bns = [m for m in enc.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: the statistics of the data
+    with torch.no_grad():
+        for pts in scans:
+            enc.embed(pts, precision="fp32")
+    return enc.eval()
+
+
+@pytest.fixture(scope="module")
+def make_scan_module():
+    from tests.models.conftest import lidar_scan
+
+    return lidar_scan
+
+
+def cosine_stats(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=1).double()
+    return float(cos.min()), float(torch.quantile(cos, 0.01)), float(cos.mean())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "auto"])
+def test_embed_precisions_return_float32(encoder, scan, precision):
+    out = encoder.embed(scan[:900], precision=precision)
+    assert out.dtype == torch.float32 and out.shape == (900, 64)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(900), rtol=1e-4, atol=1e-4)
+    both = encoder.embed([scan[:900], scan[900:1500]], precision=precision)
+    assert [t.dtype for t in both] == [torch.float32, torch.float32]
+
+
+def test_embed_unknown_precision(encoder, scan):
+    with pytest.raises(ValueError, match="unknown precision 'half'; expected one of auto, fp32, bf16"):
+        encoder.embed(scan[:100], precision="half")
+
+
+@pytest.mark.parametrize("beams, per_ring", [(32, 360), (64, 500)])  # nuScenes-like, SemanticKITTI-like density
+def test_bf16_embed_agrees_with_fp32(trained_encoder, make_scan_module, beams, per_ring):
+    """The floor behind precision="auto": per-point cosine similarity of bf16 to fp32 features (README: measured on
+    the demo encoder and a converted official-layout checkpoint)."""
+    pts = make_scan_module(num_beams=beams, points_per_ring=per_ring, seed=7)
+    ref = trained_encoder.embed(pts, precision="fp32")
+    low = trained_encoder.embed(pts, precision="bf16")
+    lo, p1, mean = cosine_stats(low, ref)
+    assert p1 >= 0.999 and mean >= 0.9999 and lo >= 0.99, (lo, p1, mean)  # measured here: ~0.99995 / 0.99999
+    assert not torch.equal(low, ref)  # bf16 really ran
+
+
+def test_auto_precision_follows_the_hardware(encoder, scan, monkeypatch):
+    from largead.sparse import inference
+
+    pts = scan[:700]
+    monkeypatch.setattr(inference, "native_bf16", lambda device="cpu": False)
+    torch.testing.assert_close(encoder.embed(pts, precision="auto"), encoder.embed(pts, precision="fp32"),
+                               rtol=0, atol=0)
+    monkeypatch.setattr(inference, "native_bf16", lambda device="cpu": True)
+    torch.testing.assert_close(encoder.embed(pts, precision="auto"), encoder.embed(pts, precision="bf16"),
+                               rtol=0, atol=0)
+
+
+def test_embed_in_train_mode_with_bf16_keeps_the_graph(scan):
+    enc = LargeADEncoder(LargeADConfig(**SMALL)).train()
+    out = enc.embed(scan[:600], precision="bf16")
+    assert out.dtype == torch.float32 and out.requires_grad
+    out.sum().backward()
+    assert enc.conv0p1s1.kernel.grad is not None and enc.conv0p1s1.kernel.grad.dtype == torch.float32

@@ -66,9 +66,12 @@ def map_pairs(km) -> list[set[tuple[int, int]]]:
     return out
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_submanifold_map_equals_naive(stride: int) -> None:
-    cs = CoordinateSet(_coords(0, stride=stride), stride)
+@pytest.mark.parametrize("stride, n, extent, seed", [(1, 120, 6, 0), (2, 120, 6, 0), (4, 400, 5, 1), (1, 300, 30, 2),
+                                                     (1, 2000, 8, 3)])
+def test_submanifold_map_equals_naive(stride: int, n: int, extent: int, seed: int) -> None:
+    """Sparse and dense (every neighbour present) sets, negative coordinates, two batch items, sites on the box's
+    faces: the column search (one sorted search per (dx, dy), adjacent keys for dz) must find ME's pairs."""
+    cs = CoordinateSet(_coords(seed, n=n, extent=extent, stride=stride), stride)
     km = build_conv_map(cs, cs, 3)
     assert km.identity == 13 and km.n_in == km.n_out == len(cs)
     assert map_pairs(km) == naive_pairs(cs.coords, cs.coords, kernel_offsets(3).tolist(), stride, False)

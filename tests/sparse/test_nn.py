@@ -12,10 +12,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from largead.sparse import BatchNorm, Conv3d, ConvTranspose3d, ReLU, SparseTensor, cat
+from largead.sparse import BatchNorm, Conv3d, ConvTranspose3d, ReLU, SparseTensor, cat, functional
 from largead.sparse.functional import sparse_conv
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=["plain", "padded"])
+def engine(request, monkeypatch):
+    """Both execution paths of the convolution: "plain" (float32/float64) and "padded" (the bucketed layout that
+    bfloat16/float16 use on CPU), forced here in float64 so the dense oracles check its layout exactly."""
+    if request.param == "padded":
+        monkeypatch.setattr(functional, "bucketed", lambda t: True)
+    return request.param
 
 
 def conv3d_weight(kernel: torch.Tensor, k: int) -> torch.Tensor:
@@ -60,7 +69,7 @@ def floor_sites(coords: torch.Tensor, s_out: int) -> set[tuple[int, ...]]:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("stride", [1, 2, 4])
-def test_submanifold_matches_dense(device: str, stride: int) -> None:
+def test_submanifold_matches_dense(device: str, stride: int, engine: str) -> None:
     torch.manual_seed(0)
     coords = random_coords(300, 9, 3, seed=1, lo=-4, stride=stride, empty_batch=1).to(device)
     feats = torch.randn(len(coords), 5, dtype=torch.float64, device=device)
@@ -82,7 +91,7 @@ def test_conv_float32_matches_dense(device: str) -> None:
     torch.testing.assert_close(out.F, read(dense, coords, 0, 1), rtol=1e-5, atol=1e-5)
 
 
-def test_strided_all_active_equals_dense_stride2() -> None:
+def test_strided_all_active_equals_dense_stride2(engine: str) -> None:
     n, batch = 8, 2
     r = torch.arange(-4, 4)
     gx, gy, gz = torch.meshgrid(r, r, r, indexing="ij")
@@ -100,7 +109,7 @@ def test_strided_all_active_equals_dense_stride2() -> None:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kernel_size", [2, 3])
-def test_strided_sparse_matches_dense_at_me_sites(device: str, kernel_size: int) -> None:
+def test_strided_sparse_matches_dense_at_me_sites(device: str, kernel_size: int, engine: str) -> None:
     coords = random_coords(250, 10, 3, seed=3, lo=-5, empty_batch=0).to(device)
     feats = torch.randn(len(coords), 4, dtype=torch.float64, device=device)
     conv = Conv3d(4, 6, kernel_size=kernel_size, stride=2).double().to(device)
@@ -116,7 +125,7 @@ def test_strided_sparse_matches_dense_at_me_sites(device: str, kernel_size: int)
     torch.testing.assert_close(out.F, read(dense, out.C, -6, 2), rtol=1e-10, atol=1e-10)
 
 
-def test_pointwise_strided_reads_only_the_cell_origin() -> None:
+def test_pointwise_strided_reads_only_the_cell_origin(engine: str) -> None:
     """ME: a volume-1 kernel with stride 2 pairs each output site q with the input at exactly q (if present)."""
     coords = random_coords(200, 8, 2, seed=12, lo=-4)
     feats = torch.randn(len(coords), 3, dtype=torch.float64)
@@ -134,7 +143,7 @@ def test_pointwise_strided_reads_only_the_cell_origin() -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_transposed_outputs_on_cached_fine_sites(device: str) -> None:
+def test_transposed_outputs_on_cached_fine_sites(device: str, engine: str) -> None:
     coords = random_coords(250, 10, 2, seed=4, lo=-5).to(device)
     feats = torch.randn(len(coords), 3, dtype=torch.float64, device=device)
     x = SparseTensor(feats, coords)
@@ -147,7 +156,7 @@ def test_transposed_outputs_on_cached_fine_sites(device: str) -> None:
     torch.testing.assert_close(up.F, read(dense, coords, -6, 1), rtol=1e-10, atol=1e-10)
 
 
-def test_transposed_without_fine_map_expands_like_me() -> None:
+def test_transposed_without_fine_map_expands_like_me(engine: str) -> None:
     coarse = random_coords(40, 5, 2, seed=5, lo=-3, stride=2)
     feats = torch.randn(len(coarse), 3, dtype=torch.float64)
     conv = ConvTranspose3d(3, 2, kernel_size=2, stride=2).double()
@@ -159,7 +168,7 @@ def test_transposed_without_fine_map_expands_like_me() -> None:
     torch.testing.assert_close(up.F, read(dense, up.C, -6, 1), rtol=1e-10, atol=1e-10)
 
 
-def test_pointwise_with_bias_me_layout() -> None:
+def test_pointwise_with_bias_me_layout(engine: str) -> None:
     coords = random_coords(50, 6, 2, seed=6)
     feats = torch.randn(len(coords), 4, dtype=torch.float64)
     conv = Conv3d(4, 3, kernel_size=1, bias=True).double()
@@ -181,7 +190,7 @@ def test_parameter_shapes_follow_me() -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_gradients_match_dense_float64(device: str) -> None:
+def test_gradients_match_dense_float64(device: str, engine: str) -> None:
     coords = random_coords(200, 8, 2, seed=7, lo=-4, empty_batch=1).to(device)
     feats = torch.randn(len(coords), 3, dtype=torch.float64, device=device, requires_grad=True)
     c1 = Conv3d(3, 4, 3).double().to(device)
@@ -208,7 +217,7 @@ def test_gradients_match_dense_float64(device: str) -> None:
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
-def test_gradcheck_submanifold_and_strided() -> None:
+def test_gradcheck_submanifold_and_strided(engine: str) -> None:
     coords = random_coords(30, 4, 2, seed=8)
     feats = torch.randn(len(coords), 2, dtype=torch.float64, requires_grad=True)
     w1 = torch.randn(27, 2, 3, dtype=torch.float64, requires_grad=True)
@@ -275,7 +284,7 @@ def test_outputs_do_not_alias_reused_workspace() -> None:
         assert torch.equal(o.F, s)
 
 
-def test_empty_tensor_runs_forward_and_backward() -> None:
+def test_empty_tensor_runs_forward_and_backward(engine: str) -> None:
     feats = torch.zeros(0, 3, requires_grad=True)
     x = SparseTensor(feats, torch.zeros(0, 4, dtype=torch.int32))
     y = Conv3d(3, 4)(x)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from largead.sparse import VoxelGrid, batch_voxelize, quantize, unique_rows, voxelize
+from largead.sparse import MAX_VOXEL_COORD, VoxelGrid, batch_voxelize, in_range, quantize, unique_rows, voxelize
 
 
 def test_quantize_cylindrical_by_hand() -> None:
@@ -63,3 +63,37 @@ def test_bad_points_rejected() -> None:
         voxelize(np.zeros(4, dtype=np.float32))
     with pytest.raises(ValueError, match="voxel_size must be three positive numbers"):
         VoxelGrid((0.1, 0.0, 0.1))
+
+
+@pytest.mark.parametrize("xyz, grid, where", [
+    ((4.3e8, 0.0, 0.0), VoxelGrid(), "scan 1, point 2"),                       # rho / 0.1 m = 4.3e9 > 2^30
+    ((1e9, 5.0, 0.0), VoxelGrid(), "scan 1, point 2"),
+    ((0.0, 0.0, -2e8), VoxelGrid(), "scan 1, point 2"),                        # z / 0.1 m = -2e9
+    ((6e7, 0.0, 0.0), VoxelGrid((0.05, 0.05, 0.05), cylindrical=False), "scan 1, point 2"),   # 1.2e9 cells
+    ((0.0, 1e38, 0.0), VoxelGrid((0.05, 0.05, 0.05), cylindrical=False), "scan 1, point 2"),
+])
+def test_points_beyond_the_grid_range_name_their_row(xyz, grid, where) -> None:
+    """Issue 13 item 4: a far point used to wrap around int32 (x = 4.3e8 m landed near 6 m); now it is an error
+    naming the scan and the row, and in_range says which points fit."""
+    good = np.array([[1.0, 2.0, 0.5, 0.1], [3.0, -1.0, 0.2, 0.2], [5.0, 5.0, 0.0, 0.3]], dtype=np.float32)
+    bad = good.copy()
+    bad[2, :3] = xyz
+    with pytest.raises(ValueError, match=rf"^{where}: \(x, y, z\) = .* lies beyond the voxel grid's range"):
+        batch_voxelize([good, bad], grid)
+    with pytest.raises(ValueError, match=r"^point 2: "):
+        voxelize(bad, grid)
+    assert in_range(bad, grid).tolist() == [True, True, False]
+    assert in_range(good, grid).all()
+
+
+def test_range_limit_and_non_finite_points() -> None:
+    grid = VoxelGrid((1.0, 1.0, 1.0), cylindrical=False)
+    edge = np.array([[MAX_VOXEL_COORD - 0.5, -(MAX_VOXEL_COORD - 0.5), 0.0]], dtype=np.float64)
+    coords, _, _ = voxelize(torch.as_tensor(edge), grid)
+    assert coords.tolist() == [[MAX_VOXEL_COORD - 1, -MAX_VOXEL_COORD, 0]]  # just inside: kept exactly
+    with pytest.raises(ValueError, match=r"^point 0: \(x, y, z\) = \(1\.07374e\+09"):
+        voxelize(torch.tensor([[MAX_VOXEL_COORD + 1.0, 0.0, 0.0]], dtype=torch.float64), grid)
+    nan = np.array([[0.0, 0.0, 0.0, 1.0], [np.nan, 0.0, 0.0, 1.0]], dtype=np.float32)
+    with pytest.raises(ValueError, match=r"^scan 0, point 1: non-finite coordinates \(nan, 0, 0\)"):
+        batch_voxelize([nan], grid)
+    assert in_range(nan, grid).tolist() == [True, False]

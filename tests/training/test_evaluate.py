@@ -47,7 +47,7 @@ def _reference_miou(folder: Path) -> tuple[np.ndarray, float]:
     with torch.no_grad():
         for i in range(len(ds)):
             f = ds[i]
-            feats = model.encoder.embed(f.points)  # per point, through the encoder's own path (normalize off)
+            feats = model.encoder.embed(f.points, precision="fp32")  # per point, through the encoder's own path (normalize off)
             pred = feats.argmax(1).numpy()
             keep = f.labels >= 0
             np.add.at(cm, (f.labels[keep], pred[keep]), 1)
