@@ -106,15 +106,15 @@ def _check_device(name: str):
     return device
 
 
-def _reader_options(items: Sequence[str]) -> dict:
+def _key_values(items: Sequence[str] | None, what: str) -> dict:
+    """``KEY=VALUE`` arguments as a dict, through the project's one parser (values as YAML:
+    :func:`largead.config.parse_overrides`); a malformed one is a one-line error naming ``what``."""
+    from largead.config import ConfigError, parse_overrides
+
     try:
-        from largead.config import parse_overrides  # type: ignore[import-not-found]  # after the config move
-    except ImportError:
-        from largead.trainer import parse_overrides
-    try:
-        return parse_overrides(items)
-    except ValueError as err:
-        raise CLIError(f"--option: {err}") from None
+        return parse_overrides(items or [], what)
+    except ConfigError as err:
+        raise CLIError(str(err)) from None
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
@@ -141,7 +141,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     # inputs first (cheap, and a bad input must not wait for the model)
     try:
         if dataset_mode:
-            options = _reader_options(args.option or [])
+            options = _key_values(args.option, "--option")
             source = dataset_source(args.dataset, args.root, args.split, options, args.limit)
         else:
             source = file_source(args.scans, args.columns)
@@ -221,20 +221,6 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         encoder.save_pretrained(tmp)
     print(f"wrote {out} (config.json, model.safetensors, README.md)")
     return 0
-
-
-def _key_values(items: Sequence[str], what: str) -> dict:
-    """``KEY=VALUE`` arguments as a dict; values are parsed as JSON when they can be (``2``, ``true``, ``[1, 2]``)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CLIError(f"{what} {item!r} must look like KEY=VALUE")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def _cmd_view(args: argparse.Namespace) -> int:
@@ -357,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val")
     p.add_argument("--index", type=int, default=0, help="frame index within the split")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="dataset reader option (repeatable; JSON values), e.g. num_sequences=1")
+                   help="dataset reader option (repeatable; YAML values), e.g. num_sequences=1")
     p.add_argument("--frames", type=int, default=1, help="show N consecutive frames in the global frame, with a slider")
     p.add_argument("--model", default=None,
                    help="zoo name, org/name, encoder folder (features) or fine-tuned model folder (predictions)")

@@ -37,7 +37,7 @@ from largead.sparse import (
     VoxelGrid,
     batch_voxelize,
     feature_channels,
-    point_features,
+    input_features,
 )
 
 CONFIG_NAME = "config.json"
@@ -401,22 +401,7 @@ class LargeADEncoder(
                              f"got shape {tuple(points.shape)}")
         if not bool(torch.isfinite(points[:, :need]).all()):
             raise ValueError(f"scan {index}: non-finite coordinates or intensity")
-        feats = point_features(points, mode)
-        if mode == "ones":
-            return feats
-        if dataset is not None and self.config.input_norm:
-            if dataset not in self.config.input_norm:
-                known = sorted(self.config.input_norm)
-                raise KeyError(f"this encoder has no input statistics for dataset {dataset!r}: it was pretrained with "
-                               f"per-dataset intensity normalisation on {known}. For another dataset, fine-tune it there "
-                               "(training/finetune.py estimates and stores the statistics), add them "
-                               f"(encoder.config.input_norm[{dataset!r}] = (mean, std), e.g. from "
-                               "largead.pretrain.multisource.dataset_intensity_stats), or pass one of "
-                               f"dataset={known} whose intensity has the same scale")
-            mean, std = self.config.input_norm[dataset]
-            feats = feats.clone()
-            feats[:, -1] = (feats[:, -1] - mean) / std
-        return feats
+        return input_features(points, mode, self.config.input_norm, dataset)
 
     def voxelize(self, scans: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor],
                  dataset: str | None = None) -> VoxelBatch:

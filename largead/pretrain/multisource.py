@@ -4,7 +4,8 @@ Intensity scales differ between sensors (nuScenes 0-255, SemanticKITTI 0-1, ...)
 per dataset by their mean and variance. Here the intensity column is mapped to ``(i - mean_d) / std_d`` with
 statistics either given in the config or estimated from data (:func:`intensity_stats`), and the table
 ``{dataset: [mean, std]}`` is stored in the encoder's ``config.input_norm`` so that inference applies the same
-normalisation (``LargeADEncoder.voxelize(scans, dataset=...)``).
+normalisation (``LargeADEncoder.voxelize(scans, dataset=...)``); both apply it with
+:func:`largead.sparse.input_features`.
 
 :class:`MultiSourceSampler` draws indices of a concatenation of datasets with given mixing ratios; every batch may
 contain several datasets. Its order depends only on ``(seed, epoch)``, so every process draws the same stream and
@@ -13,14 +14,13 @@ accelerate shards it into disjoint per-process batches.
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from largead.sparse.voxelize import point_features
+from largead.sparse.voxelize import input_features  # the one implementation, shared with the encoder
 
 
 def intensity_stats(intensities: Iterable[np.ndarray]) -> tuple[float, float]:
@@ -58,31 +58,6 @@ def dataset_intensity_stats(dataset: Any, max_frames: int = 64,
 def estimate_input_norm(frames_by_dataset: dict[str, Iterable[np.ndarray]]) -> dict[str, list[float]]:
     """``{dataset: [mean, std]}`` of the intensity column (index 3) of each dataset's point arrays."""
     return {name: list(intensity_stats(p[:, 3] for p in points)) for name, points in frames_by_dataset.items()}
-
-
-def normalize_points(points: np.ndarray | torch.Tensor, norm: Sequence[float] | None) -> torch.Tensor:
-    """Copy of ``points`` (N, >=4) as float32 tensor with intensity ``(i - mean) / std`` (``norm = [mean, std]``;
-    ``None`` leaves it unchanged)."""
-    pts = torch.as_tensor(np.asarray(points) if not isinstance(points, torch.Tensor) else points).to(torch.float32).clone()
-    if norm is None:
-        return pts
-    if len(norm) != 2 or not norm[1] > 0:
-        raise ValueError(f"input_norm entry must be [mean, std > 0], got {list(norm)}")
-    if pts.ndim != 2 or pts.shape[1] < 4:
-        raise ValueError(f"points must be (N, >=4) to normalise intensity, got shape {tuple(pts.shape)}")
-    pts[:, 3] = (pts[:, 3] - float(norm[0])) / float(norm[1])
-    return pts
-
-
-def input_features(points: np.ndarray | torch.Tensor, feature_mode: str, input_norm: dict[str, Sequence[float]],
-                   dataset: str) -> torch.Tensor:
-    """Per-point encoder input features of one scan of ``dataset`` (normalised intensity, then the feature mode).
-
-    A dataset missing from a non-empty ``input_norm`` is an error (mixing normalised and raw scans silently would
-    corrupt training)."""
-    if input_norm and dataset not in input_norm:
-        raise KeyError(f"no input_norm for dataset {dataset!r}; known: {sorted(input_norm)}")
-    return point_features(normalize_points(points, input_norm.get(dataset)), feature_mode)
 
 
 class MultiSourceSampler(torch.utils.data.Sampler[int]):
@@ -131,4 +106,4 @@ class MultiSourceSampler(torch.utils.data.Sampler[int]):
         return iter(self.indices().tolist())
 
 
-__all__ = ["MultiSourceSampler", "dataset_intensity_stats", "estimate_input_norm", "input_features", "intensity_stats", "normalize_points"]
+__all__ = ["MultiSourceSampler", "dataset_intensity_stats", "estimate_input_norm", "input_features", "intensity_stats"]

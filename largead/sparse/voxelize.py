@@ -18,7 +18,7 @@ row, never a silently wrapped integer; drop far points explicitly first (:func:`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,6 +153,36 @@ def point_features(points: torch.Tensor, mode: str = "intensity") -> torch.Tenso
     if mode == "ones":
         return torch.ones(points.shape[0], 1, dtype=torch.float32, device=points.device)
     raise ValueError(f"unknown feature mode {mode!r}; expected one of {FEATURE_MODES}")
+
+
+def input_features(points: np.ndarray | torch.Tensor, mode: str,
+                   input_norm: Mapping[str, Sequence[float]] | None = None, dataset: str | None = None) -> torch.Tensor:
+    """Per-point input features of ``mode`` (:func:`point_features`) with the intensity normalised per dataset:
+    ``(i - mean) / std`` for ``input_norm[dataset] = (mean, std)`` (LargeAD's per-dataset normalisation). The one
+    implementation used by the encoder (``embed`` / ``voxelize``) and by the pretraining batches.
+
+    ``dataset=None`` or an empty ``input_norm``: raw intensity. A ``dataset`` missing from a non-empty
+    ``input_norm`` is a ``KeyError`` saying what to do (mixing normalised and raw scans silently would corrupt both).
+    ``mode="ones"`` has no intensity, so nothing is normalised.
+    """
+    pts = torch.as_tensor(np.asarray(points) if not isinstance(points, torch.Tensor) else points)
+    feats = point_features(pts, mode)
+    if mode == "ones" or dataset is None or not input_norm:
+        return feats
+    if dataset not in input_norm:
+        known = sorted(input_norm)
+        raise KeyError(f"no input statistics for dataset {dataset!r}: the encoder was pretrained with per-dataset "
+                       f"intensity normalisation on {known}. For another dataset, fine-tune it there "
+                       "(training/finetune.py estimates and stores the statistics), add them "
+                       f"(encoder.config.input_norm[{dataset!r}] = (mean, std), e.g. from "
+                       f"largead.pretrain.multisource.dataset_intensity_stats), or pass one of dataset={known} whose "
+                       "intensity has the same scale")
+    stats = input_norm[dataset]
+    if len(stats) != 2 or not float(stats[1]) > 0:
+        raise ValueError(f"input_norm[{dataset!r}] must be (mean, std > 0), got {list(stats)}")
+    feats = feats.clone()
+    feats[:, -1] = (feats[:, -1] - float(stats[0])) / float(stats[1])
+    return feats
 
 
 def feature_channels(mode: str) -> int:

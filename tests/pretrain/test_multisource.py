@@ -11,7 +11,6 @@ from largead.pretrain.multisource import (
     estimate_input_norm,
     input_features,
     intensity_stats,
-    normalize_points,
 )
 
 
@@ -42,9 +41,11 @@ def test_input_features_match_encoder_voxelize():
     ref = enc.voxelize([pts], dataset="nuscenes")
     assert torch.equal(ours.coords, ref.coords) and torch.allclose(ours.feats, ref.feats)
     assert torch.allclose(ours.feats[:, 0], (torch.as_tensor(pts[ours.first_index.numpy(), 3]) - 100) / 50)
-    with pytest.raises(KeyError, match="no input_norm for dataset 'waymo'"):
+    with pytest.raises(KeyError, match="no input statistics for dataset 'waymo'.*fine-tune it there"):
         input_features(pts, "intensity", norm, "waymo")
-    assert torch.equal(normalize_points(pts, None), torch.as_tensor(pts))  # no statistics: raw
+    raw = torch.as_tensor(pts[:, 3:4])
+    assert torch.equal(input_features(pts, "intensity", {}, "waymo"), raw)  # no statistics: raw
+    assert torch.equal(input_features(pts, "intensity", norm, None), raw)  # no dataset named: raw
 
 
 def test_sampler_ratios_determinism_and_mixing():

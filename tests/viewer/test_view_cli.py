@@ -60,7 +60,7 @@ def test_view_of_a_dataset_frame_with_options(tmp_path):
     ((), "give a scan file, or --dataset"),
     (("x.bin", "--dataset", "synthetic"), "not both"),
     (("missing.bin",), "missing.bin: no such file"),
-    (("--dataset", "synthetic", "--option", "novalue"), "--option 'novalue' must look like KEY=VALUE"),
+    (("--dataset", "synthetic", "--option", "novalue"), "--option 'novalue' must look like key=value"),
     (("--dataset", "synthetic", "--frames", "0"), "--frames must be >= 1"),
     (("--dataset", "nope"), "unknown dataset 'nope'"),
     (("--dataset", "synthetic", "--model", "/no/such/folder"), "/no/such/folder"),
