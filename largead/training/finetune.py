@@ -296,7 +296,8 @@ def main(args: argparse.Namespace) -> Path:
     if acc.is_main_process:
         with atomic_directory(final) as tmp:
             acc.unwrap_model(model).save_pretrained(
-                tmp, dataset=cfg.data.name, input_norm_key=norm_key, label_fraction=cfg.data.label_fraction,
+                tmp, dataset=cfg.data.name, dataset_options=cfg.data.options, input_norm_key=norm_key,
+                label_fraction=cfg.data.label_fraction,
                 pretrained=cfg.pretrained, steps=step)
     trainer.finish(acc)
     return final
