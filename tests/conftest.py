@@ -106,3 +106,34 @@ def dry_run_overrides(official_roots, official_superpixels):
 
     return overrides
 
+
+@pytest.fixture(scope="session")
+def nuscenes_scenes(official_samples, tmp_path_factory):
+    """A LiDAR-only nuScenes v1.0-trainval root (lidarseg add-on, no cameras) with enough scenes for every SLidR label
+    fraction: 1 % keeps every 100th training *scene* (:mod:`largead.data.splits`), so it holds the first 100 scenes of
+    the devkit's official train split (in that order, which is the scene-table order the rule walks) and the first
+    2 of its val split, one keyframe each (every 4th point of the official sample's frames: small and quick).
+
+    Returns ``{"root", "nuscenes_c", "train_scenes", "val_scenes"}``; ``nuscenes_c`` is its Robo3D copy (all 8
+    corruptions x 3 severities of the val keyframes, :func:`largead.data.export.write_nuscenes_c`)."""
+    import dataclasses
+
+    from nuscenes.utils.splits import create_splits_scenes
+
+    from largead.data.export import write_nuscenes, write_nuscenes_c
+    from largead.data.synthetic import export_lut
+
+    official = create_splits_scenes()
+    train, val = official["train"][:100], official["val"][:2]
+    source = [f for f in official_samples["nuscenes"].frames if f.labels is not None]
+    frames = []
+    for s, name in enumerate([*train, *val]):
+        f = source[s % len(source)]
+        frames.append(dataclasses.replace(
+            f, points=f.points[::4], labels=f.labels[::4],
+            instances=None if f.instances is None else f.instances[::4], extra={"ring": f.extra["ring"][::4]},
+            sequence=name, index=0, token="", timestamp=1.6e9 + 100.0 * s, cameras=[]))
+    root = tmp_path_factory.mktemp("nuscenes-scenes")
+    write_nuscenes(frames, root / "nuscenes", version="v1.0-trainval", inverse_lut=export_lut("nuscenes"))
+    write_nuscenes_c(root / "nuscenes", root / "nuscenes_c")
+    return {"root": root / "nuscenes", "nuscenes_c": root / "nuscenes_c", "train_scenes": train, "val_scenes": val}
