@@ -21,7 +21,8 @@ generator       file (``<out>/...``) and format             ids (what 0 means)
 ``xdecoder``    ``superpixels_xdecoder/<token>.png``, 8-bit  X-Decoder's ``panoptic_inference`` (same map as
                                                             SEEM, 0 = void); no Seal script exists, so no JSON
 ``openseed``    ``superpixels_openseed/<token>.png``, 8-bit  SuperFlow's published ``openseed_inst17`` maps: ids
-                                                            ``0..16``, every one a segment (0 included)
+                                                            ``0..16``, every one a segment (0 included, here
+                                                            the largest)
 ==============  ==========================================  =================================================
 
 These are exactly what :class:`largead.superpixels.sources.PrecomputedSource` (``kind="sam"``), ``SeemSource``,
@@ -30,7 +31,8 @@ These are exactly what :class:`largead.superpixels.sources.PrecomputedSource` (`
 The *content* is not a VFM's: the segments come from ``segmenter`` (default: SLIC with 48 segments, which runs on
 any image) and are turned into the generator's masks: the 10 % smallest segments (at least one, when there are
 several) become what the generator leaves uncovered (SAM: unmasked pixels, which share id 0 with the largest mask;
-SEEM / X-Decoder: void 0), and OpenSeeD's 17 ids are the 16 largest segments (1..16) plus everything else (0).
+SEEM / X-Decoder: void 0), and OpenSeeD's 17 ids are the 16 largest segments by area (0..15) plus everything else
+(16).
 A map made here is a layout sample, not a distillation target: say so wherever its results are reported.
 
 For real maps run the official generators (see each source class) or ``scripts/generate_superpixels.py`` (SLIC,
@@ -98,7 +100,8 @@ def generator_map(segments: np.ndarray, generator: str) -> GeneratorMap:
     ``sam``: the kept segments are Seal's masks; they are painted with :func:`largead.superpixels.sam.masks_to_ids`
     (``first_id=0``, Seal's painting) and cast to uint8 as Seal's script does (ids wrap at 256).
     ``seem`` / ``xdecoder``: kept segments numbered ``1..K`` by area, largest first; dropped ones 0 (void).
-    ``openseed``: the 16 largest segments ``1..16``, all other pixels 0 (a segment in SuperFlow's maps).
+    ``openseed``: the 16 largest segments ``0..15`` by area (0, the largest, is a segment in SuperFlow's maps), all
+    other pixels 16.
     """
     seg = np.asarray(segments)
     if seg.ndim != 2 or not np.issubdtype(seg.dtype, np.integer) or seg.size == 0:
@@ -120,7 +123,7 @@ def generator_map(segments: np.ndarray, generator: str) -> GeneratorMap:
             info = [{"id": int(i), "isthing": False, "category_id": SEEM_NO_CLASS} for i in range(1, kept + 1)]
         return GeneratorMap(ids, info)
     if generator == "openseed":
-        return GeneratorMap(np.where(rank < OPENSEED_IDS - 1, rank + 1, 0).astype(np.uint8))
+        return GeneratorMap(np.minimum(rank, OPENSEED_IDS - 1).astype(np.uint8))
     raise ValueError(f"unknown generator {generator!r}; expected one of {', '.join(GENERATORS)}")
 
 
