@@ -45,3 +45,95 @@ def official_roots(official_samples):
     """``{key: root}`` of :func:`official_samples` (keys: the registry names, plus ``nuscenes_mini`` and
     ``daps3d_daps2``; ``nuscenes_c`` also needs ``nuscenes_root=official_roots["nuscenes"]``)."""
     return {k: s.root for k, s in official_samples.items()}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Superpixel maps for the official-layout samples that have cameras (nuScenes, SemanticKITTI with cameras on, Waymo
+# with its two camera sizes), written once per session / xdist worker. Never modify them in a test.
+
+SUPERPIXEL_KINDS = ("slic", "sam", "seem", "xdecoder", "openseed")
+
+
+def _generate_superpixels_script():
+    """``scripts/generate_superpixels.py`` as a module (its ``main(argv)`` is what the command line runs)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "generate_superpixels.py"
+    spec = importlib.util.spec_from_file_location("generate_superpixels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def official_superpixels(official_samples, tmp_path_factory):
+    """``{key: superpixel root}`` for ``nuscenes``, ``semantickitti`` and ``waymo``: every camera image of their
+    official samples (every split) has a map in ``superpixels_<kind>/`` for each kind of :data:`SUPERPIXEL_KINDS`:
+    SLIC written by ``scripts/generate_superpixels.py`` (with its ``_manifest.json``), SAM / SEEM / X-Decoder /
+    OpenSeeD in each official generator's layout and numbering (:mod:`largead.superpixels.export`). Pass a root as a
+    config's ``data.N.superpixels.root``."""
+    from largead.superpixels.export import SAMPLE_DATASETS, sample_splits, write_superpixel_samples
+
+    out = tmp_path_factory.mktemp("superpixels")
+    roots = write_superpixel_samples(official_samples, out)
+    script = _generate_superpixels_script()
+    for key in SAMPLE_DATASETS:
+        s = official_samples[key]
+        for split in sample_splits(s.splits):
+            argv = ["--source", "slic", "--dataset", s.dataset, "--root", str(s.root), "--split", split,
+                    "--out", str(roots[key]), "--dataset-option", "cameras=true"]
+            argv += [f"--dataset-option={k}={v}" for k, v in s.options.items() if k != "cameras"]
+            rc = script.main(argv)
+            assert rc == 0, f"generate_superpixels.py {' '.join(argv)} exited {rc}"
+    return roots
+
+
+@pytest.fixture(scope="session")
+def dry_run_overrides(official_roots, official_superpixels):
+    """``overrides(config) -> [key=value, ...]``: what a dry run of pretraining config ``config`` (a name or path) on
+    the official-layout samples changes, and nothing else: every ``data.N.root`` and ``data.N.superpixels.root``, the
+    batch size (``train.batch_size``, default 1) and ``teacher.random_init=true``."""
+    from largead.training.pretrain import load_pretrain_config
+
+    def overrides(config: str, batch_size: int = 1) -> list[str]:
+        cfg = load_pretrain_config(config)
+        out = []
+        for i, d in enumerate(cfg.data):
+            out += [f"data.{i}.root={official_roots[d.name]}",
+                    f"data.{i}.superpixels.root={official_superpixels[d.name]}"]
+        return [*out, f"train.batch_size={batch_size}", "teacher.random_init=true"]
+
+    return overrides
+
+
+@pytest.fixture(scope="session")
+def nuscenes_scenes(official_samples, tmp_path_factory):
+    """A LiDAR-only nuScenes v1.0-trainval root (lidarseg add-on, no cameras) with enough scenes for every SLidR label
+    fraction: 1 % keeps every 100th training *scene* (:mod:`largead.data.splits`), so it holds the first 100 scenes of
+    the devkit's official train split (in that order, which is the scene-table order the rule walks) and the first
+    2 of its val split, one keyframe each (every 4th point of the official sample's frames: small and quick).
+
+    Returns ``{"root", "nuscenes_c", "train_scenes", "val_scenes"}``; ``nuscenes_c`` is its Robo3D copy (all 8
+    corruptions x 3 severities of the val keyframes, :func:`largead.data.export.write_nuscenes_c`)."""
+    import dataclasses
+
+    from nuscenes.utils.splits import create_splits_scenes
+
+    from largead.data.export import write_nuscenes, write_nuscenes_c
+    from largead.data.synthetic import export_lut
+
+    official = create_splits_scenes()
+    train, val = official["train"][:100], official["val"][:2]
+    source = [f for f in official_samples["nuscenes"].frames if f.labels is not None]
+    frames = []
+    for s, name in enumerate([*train, *val]):
+        f = source[s % len(source)]
+        frames.append(dataclasses.replace(
+            f, points=f.points[::4], labels=f.labels[::4],
+            instances=None if f.instances is None else f.instances[::4], extra={"ring": f.extra["ring"][::4]},
+            sequence=name, index=0, token="", timestamp=1.6e9 + 100.0 * s, cameras=[]))
+    root = tmp_path_factory.mktemp("nuscenes-scenes")
+    write_nuscenes(frames, root / "nuscenes", version="v1.0-trainval", inverse_lut=export_lut("nuscenes"))
+    write_nuscenes_c(root / "nuscenes", root / "nuscenes_c")
+    return {"root": root / "nuscenes", "nuscenes_c": root / "nuscenes_c", "train_scenes": train, "val_scenes": val}

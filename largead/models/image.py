@@ -15,8 +15,9 @@ Backbones (``transformers`` modules):
   supervised ImageNet, a different teacher; it loads only when named explicitly). :func:`dilate_resnet` applies
   SLidR's dilation (torchvision's ``replace_stride_with_dilation=[True, True, True]``; output stride 4, upsampled x4).
 - Random weights for tests and dry runs: ``from_pretrained_backbone(name, random_init=True)`` builds the named
-  architecture (:data:`DINOV2_ARCHITECTURES`, :func:`resnet50_config`) without downloading anything; the teacher
-  records it (``teacher.random_init``, ``teacher.weights``) so a run's config and card can say so.
+  architecture (:data:`DINOV2_ARCHITECTURES`, :func:`resnet50_config`) without downloading anything, seeded
+  (:data:`RANDOM_INIT_SEED`, the same weights everywhere); the teacher records it (``teacher.random_init``,
+  ``teacher.weights``) so a run's config and card can say so.
 
 As in SLidR, the head is ``Conv2d(C, 64, 1)`` followed by bilinear upsampling (``align_corners=True``) and
 ``F.normalize``; inputs are uint8 images scaled to [0, 1] and normalised with ImageNet mean/std inside
@@ -84,6 +85,9 @@ grid), as in the DINOv2 code SuperFlow vendors (``superflow/models/backbones/din
 ``vit_small`` 384/12/6, ``vit_base`` 768/12/12, ``vit_large`` 1024/24/16, ``dinov2_vits14`` ``img_size=518``)."""
 
 RESNET50 = "resnet50"
+RANDOM_INIT_SEED = 0
+"""Seed of ``random_init`` teachers (the global RNG is left as it was): every process and every resumed run builds the
+same random backbone, which training checkpoints do not store (:class:`largead.pretrain.model.PretrainModel`)."""
 MOCO_V2_800EP_URL = ("https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v2_800ep/"
                      "moco_v2_800ep_pretrain.pth.tar")
 """Where SLidR's teacher weights come from (facebookresearch/moco README; SLidR ``model/image_model.py``)."""
@@ -311,17 +315,19 @@ class ImageTeacher(nn.Module):
 
         raw = str(name_or_path)
         if random_init:
-            if raw == RESNET50:
-                model = ResNetModel(resnet50_config())
-                if dilation:
-                    dilate_resnet(model)
-                teacher = cls(model.eval(), out_dim=out_dim)
-            elif TEACHER_ALIASES.get(raw, raw) in DINOV2_ARCHITECTURES:
-                teacher = cls(_backbone_from(dinov2_config(raw), None, dilation, True).eval(), out_dim=out_dim,
-                              vit_features=vit_features)
-            else:
+            if raw != RESNET50 and TEACHER_ALIASES.get(raw, raw) not in DINOV2_ARCHITECTURES:
                 raise ValueError(f"random_init builds only the named teachers {[RESNET50, *TEACHER_ALIASES]}; got "
                                  f"{raw!r}")
+            with torch.random.fork_rng(devices=[]):  # the same weights in every process and on every resume
+                torch.manual_seed(RANDOM_INIT_SEED)
+                if raw == RESNET50:
+                    model = ResNetModel(resnet50_config())
+                    if dilation:
+                        dilate_resnet(model)
+                    teacher = cls(model.eval(), out_dim=out_dim)
+                else:
+                    teacher = cls(_backbone_from(dinov2_config(raw), None, dilation, True).eval(), out_dim=out_dim,
+                                  vit_features=vit_features)
             teacher.random_init, teacher.weights = True, "random"
             return teacher
         if raw == RESNET50:

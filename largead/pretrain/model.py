@@ -18,6 +18,7 @@ call :meth:`PretrainModel.set_progress` before the step. A batch that needs it w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -48,11 +49,20 @@ class ObjectiveConfig:
     cdp: CdpConfig = field(default_factory=CdpConfig)
 
 
+FROZEN_TEACHER = "teacher.backbone."
+"""State-dict prefix of the frozen 2D backbone, which :class:`PretrainModel` leaves out of its state dict."""
+
+
 class PretrainModel(torch.nn.Module):
     """Encoder + teacher; ``forward(batch, progress=None) -> {"loss", "vfm", "tmp", "p2s", "cdp"}`` (terms with
     weight 0 and, for non-temporal batches, ``tmp``/``p2s`` are left out; ``cdp`` is 0 before its warm-up ends and in
     single-dataset batches). ``last_stats`` holds diagnostics of the last call (``cdp_pairs``: positive pairs used)
     and ``last_cdp_pairs`` the pairs themselves (global superpixel ids of anchor and positive).
+
+    The state dict (what training checkpoints hold) has the encoder and the teacher's trainable head but not the frozen
+    teacher backbone (``teacher.backbone.*``): it never changes and is rebuilt from its source (weights file, Hub id,
+    or the seeded random init) when a run resumes, so a ViT-L teacher does not add 1.2 GB to every checkpoint.
+    Loading accepts a state dict with or without it (older checkpoints carry it; it is then loaded).
     """
 
     def __init__(self, encoder: torch.nn.Module, teacher: torch.nn.Module, config: ObjectiveConfig | None = None):
@@ -63,6 +73,15 @@ class PretrainModel(torch.nn.Module):
         self.progress: float | None = None
         self.last_stats: dict[str, float] = {}
         self.last_cdp_pairs: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.register_load_state_dict_post_hook(_frozen_teacher_is_not_missing)
+
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):  # type: ignore[override]
+        """The module's state dict without the frozen teacher backbone (see the class docstring). Called for this
+        module also when it is wrapped (DDP, ``accelerator.prepare``), with the wrapper's ``prefix``."""
+        out = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        for key in [k for k in out if k.startswith(prefix + FROZEN_TEACHER)]:
+            del out[key]
+        return out
 
     def set_progress(self, step: int, total_steps: int) -> None:
         """Training progress ``step / total_steps`` (optimiser steps done / the schedule's length), used by the
@@ -70,6 +89,11 @@ class PretrainModel(torch.nn.Module):
         if total_steps < 1 or step < 0:
             raise ValueError(f"set_progress needs 0 <= step and total_steps >= 1, got {step}, {total_steps}")
         self.progress = step / total_steps
+
+    def frozen_keys(self) -> set[str]:
+        """State-dict keys of the frozen teacher backbone (relative to this module)."""
+        backbone = getattr(self.teacher, "backbone", None)
+        return set() if backbone is None else {FROZEN_TEACHER + k for k in backbone.state_dict()}
 
     # -- 2D side --------------------------------------------------------------------------------------------------
 
@@ -198,3 +222,13 @@ class PretrainModel(torch.nn.Module):
 
 
 __all__ = ["ObjectiveConfig", "PretrainModel"]
+
+
+def _frozen_teacher_is_not_missing(module: PretrainModel, incompatible: Any) -> None:
+    """``load_state_dict`` post-hook: the frozen teacher backbone's keys are not missing from a checkpoint (they are
+    left out on purpose). Keys are matched whatever wrapper prefix (``module.``) precedes this module's."""
+    frozen = module.frozen_keys()
+    incompatible.missing_keys[:] = [
+        k for k in incompatible.missing_keys
+        if not (FROZEN_TEACHER in k and FROZEN_TEACHER + k.rsplit(FROZEN_TEACHER, 1)[1] in frozen
+                and (k.startswith(FROZEN_TEACHER) or ("." + FROZEN_TEACHER) in k))]

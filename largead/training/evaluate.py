@@ -21,7 +21,14 @@ results JSON of the baseline model written by this script with the same corrupti
 :data:`largead.evaluation.robustness.BASELINES`; by default the dataset's built-in baseline where one exists, see
 that module). The on-the-fly corruptions are simplified Robo3D models (see ``largead.data.corruptions``), so CE
 against a table measured on Robo3D's released data is indicative only; compare models evaluated the same way.
-To evaluate on the released nuScenes-C / SemanticKITTI-C files instead, pass their reader as ``--dataset``.
+To evaluate on the released nuScenes-C / SemanticKITTI-C files instead (the data Robo3D's baseline tables were
+measured on), add ``--corrupted-root <nuScenes-C or SemanticKITTI-C folder>``: every (corruption, severity) is then
+read by the ``nuscenes_c`` / ``semantickitti_c`` reader (``--root`` stays the clean dataset: nuScenes-C indexes its
+sweeps through the original tables); the results say which (``robustness.corruption_source``). One corruption of the
+released files can also be evaluated alone as a dataset (``--dataset nuscenes_c --option corruption=fog ...``).
+
+Reader options: ``--option`` values, on top of the options the model was trained with (``dataset_options`` in its
+``segmentation.json``, e.g. Waymo's ``labelled_only``) when the evaluated dataset is the one it was trained on.
 """
 
 from __future__ import annotations
@@ -55,6 +62,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", default=None, help="results JSON path")
     p.add_argument("--corruptions", default="none", help="'none', 'all', or a comma list of corruption names")
     p.add_argument("--corruption-seed", type=int, default=0)
+    p.add_argument("--corrupted-root", default=None,
+                   help="with --corruptions: read the released Robo3D copy (nuScenes-C / SemanticKITTI-C folder) "
+                        "instead of corrupting on the fly")
     p.add_argument("--baseline", default=None, help="baseline results JSON or built-in table name (for mCE)")
     p.add_argument("--no-card", action="store_true", help="do not update the model card")
     p.add_argument("--cpu", action="store_true")
@@ -102,6 +112,30 @@ def confusion_on_frames(model: Any, dataset: Any, indices: np.ndarray, norm_key:
     return cms
 
 
+CORRUPTED_READERS = {"nuscenes": "nuscenes_c", "semantickitti": "semantickitti_c"}
+"""Dataset -> the reader of its released Robo3D copy (``--corrupted-root``)."""
+
+
+def corrupted_dataset(dataset_name: str, dataset: Any, corrupted_root: str, split: str, corruption: str,
+                      severity: str) -> Any:
+    """The released corrupted copy of ``dataset`` (``split``) for one ``corruption`` x ``severity``, read by
+    :data:`CORRUPTED_READERS`' reader; its frames must correspond to ``dataset``'s one to one (same count)."""
+    from largead.data.registry import get_dataset
+
+    reader = CORRUPTED_READERS.get(dataset_name)
+    if reader is None:
+        raise ValueError(f"--corrupted-root: no released corrupted copy of {dataset_name!r} is known; Robo3D "
+                         f"publishes {sorted(CORRUPTED_READERS.values())}")
+    opts: dict[str, Any] = {"corruption": corruption, "severity": severity}
+    if reader == "nuscenes_c":  # over the original tables, shared with the clean dataset
+        opts.update(nusc=dataset.nusc, version=dataset.version)
+    out = get_dataset(reader, corrupted_root, split, **opts)
+    if len(out) != len(dataset):
+        raise ValueError(f"--corrupted-root {corrupted_root}: {corruption}/{severity} has {len(out)} frames for split "
+                         f"{split!r} but {dataset_name} has {len(dataset)}; point it at the copy of this split")
+    return out
+
+
 def _load_baseline(spec: str | None, dataset: str) -> tuple[dict | None, str | None]:
     from largead.evaluation.robustness import BASELINES, DEFAULT_BASELINE
 
@@ -137,7 +171,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     dataset_name = args.dataset or meta.get("dataset")
     if not dataset_name:
         raise ValueError(f"{folder}: no dataset recorded in {SEGMENTATION_FILE}; pass --dataset")
-    dataset = get_dataset(dataset_name, args.root, args.split, **parse_overrides(args.option, "--option"))
+    options = parse_overrides(args.option, "--option")
+    if dataset_name == meta.get("dataset"):  # the reader options the model was trained with, then --option
+        options = {**(meta.get("dataset_options") or {}), **options}
+    if args.corrupted_root and not corruptions:
+        raise ValueError("--corrupted-root needs --corruptions (all, or a comma list)")
+    dataset = get_dataset(dataset_name, args.root, args.split, **options)
     if model.class_names and tuple(dataset.class_names) != tuple(model.class_names):
         raise ValueError(f"model {folder} predicts classes {list(model.class_names)} but {dataset_name} has "
                          f"{list(dataset.class_names)}")
@@ -162,9 +201,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         from largead.evaluation.robustness import SEVERITIES, robustness_summary
 
         variants += [(c, s) for c in corruptions for s in SEVERITIES]
-    transforms = [None if v is None else
-                  (lambda f, i, c=v[0], s=v[1]: corrupt(f, c, s, seed=args.corruption_seed + i)) for v in variants]
-    cms = confusion_on_frames(model, dataset, indices, norm_key, args.batch_size, transforms, acc.device)
+    if args.corrupted_root:  # the released files: one dataset per variant, read frame by frame
+        cms = confusion_on_frames(model, dataset, indices, norm_key, args.batch_size, [None], acc.device)
+        for c, s in variants[1:]:
+            cds = corrupted_dataset(dataset_name, dataset, args.corrupted_root, args.split, c, s)
+            cms += confusion_on_frames(model, cds, indices, norm_key, args.batch_size, [None], acc.device)
+    else:
+        transforms = [None if v is None else
+                      (lambda f, i, c=v[0], s=v[1]: corrupt(f, c, s, seed=args.corruption_seed + i)) for v in variants]
+        cms = confusion_on_frames(model, dataset, indices, norm_key, args.batch_size, transforms, acc.device)
     scores = [cm.reduce(acc).compute() for cm in cms]
 
     clean = scores[0]
@@ -182,7 +227,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         baseline, baseline_name = _load_baseline(args.baseline, dataset_name)
         summary = robustness_summary(table, clean["miou"], baseline)
         results["corruption_miou"] = table
-        results["robustness"] = {**summary, "baseline": baseline_name, "corruption_dataset": f"{dataset_name}-c"}
+        source = (f"released files ({args.corrupted_root})" if args.corrupted_root
+                  else "on the fly (largead.data.corruptions)")
+        results["robustness"] = {**summary, "baseline": baseline_name, "corruption_dataset": f"{dataset_name}-c",
+                                 "corruption_source": source}
 
     if acc.is_main_process:
         out = Path(args.output) if args.output else folder / "eval" / f"{dataset_name}-{args.split}.json"

@@ -386,7 +386,8 @@ def main(args: argparse.Namespace) -> Path:
             try:
                 with atomic_directory(final) as tmp:
                     acc.unwrap_model(model).save_pretrained(
-                        tmp, dataset=cfg.data.name, input_norm_key=norm_key, label_fraction=cfg.data.label_fraction,
+                        tmp, dataset=cfg.data.name, dataset_options=cfg.data.options, input_norm_key=norm_key,
+                        label_fraction=cfg.data.label_fraction,
                         pretrained=cfg.pretrained, steps=step)
                 atomic_write_json(out / SUMMARY_FILE, summary)
             except (OSError, RuntimeError) as err:

@@ -123,6 +123,11 @@ def test_random_init_teachers_build_the_published_architectures():
     assert sum(p.numel() for p in vit.backbone.parameters()) == 22_056_576
     res = ImageTeacher.from_pretrained_backbone("resnet50", random_init=True)
     assert res.random_init and res.stride == 4 and res.feature_dim == 2048
+    # seeded: every process and every resumed run builds the same random teacher, and the caller's RNG is untouched
+    state = torch.random.get_rng_state()
+    again = ImageTeacher.from_pretrained_backbone("resnet50", random_init=True)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(a, b) for a, b in zip(res.state_dict().values(), again.state_dict().values()))
     assert sum(p.numel() for p in res.backbone.parameters()) == 23_508_032  # torchvision ResNet-50 without fc
     assert res(images(1, 32, 48)).shape == (1, 64, 32, 48)
     with pytest.raises(ValueError, match="random_init builds only"):

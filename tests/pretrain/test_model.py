@@ -160,3 +160,44 @@ def test_cdp_warmup(batch):
     # a single-dataset batch needs no progress (the term is 0 anyway)
     single = collate_pretrain(batch, GRID)
     assert PretrainModel(_Encoder(), _Teacher(), ObjectiveConfig(cdp=LOOSE))(single)["cdp"].item() == 0.0
+
+
+def test_checkpoints_leave_out_the_frozen_teacher_backbone(tmp_path):
+    """The state dict (what accelerate's checkpoints save) has the encoder and the teacher's head, not the frozen
+    backbone; strict loading accepts it with and without the backbone, also under a wrapper prefix (DDP's
+    ``module.``), and through safetensors' load_model as accelerate's load_state uses it."""
+    from safetensors.torch import load_model, save_file
+
+    model = PretrainModel(_Encoder(), _Teacher())
+    full = torch.nn.Module.state_dict(model)  # what it would be without the exclusion
+    sd = model.state_dict()
+    assert {k for k in full if k.startswith("teacher.backbone.")} == {"teacher.backbone.conv.weight",
+                                                                       "teacher.backbone.conv.bias"}
+    assert set(sd) == set(full) - model.frozen_keys() and "teacher.head.weight" in sd and "encoder.net.0.weight" in sd
+
+    other = PretrainModel(_Encoder(), _Teacher())
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(1.0)
+    frozen_before = other.teacher.backbone.conv.weight.clone()
+    other.load_state_dict(sd, strict=True)  # no missing-key error for the left-out backbone
+    assert torch.equal(other.encoder.net[0].weight, model.encoder.net[0].weight)
+    assert torch.equal(other.teacher.head.weight, model.teacher.head.weight)
+    assert torch.equal(other.teacher.backbone.conv.weight, frozen_before)  # rebuilt from its source, not loaded
+    other.load_state_dict(full, strict=True)  # an older checkpoint with the backbone loads it
+    assert torch.equal(other.teacher.backbone.conv.weight, model.teacher.backbone.conv.weight)
+
+    class Wrapper(torch.nn.Module):  # the prefix DDP puts in front
+        def __init__(self, m):
+            super().__init__()
+            self.module = m
+
+    wrapped = Wrapper(model)
+    wsd = wrapped.state_dict()
+    assert set(wsd) == {f"module.{k}" for k in sd}
+    save_file({k: v.contiguous() for k, v in wsd.items()}, str(tmp_path / "model.safetensors"))
+    target = Wrapper(PretrainModel(_Encoder(), _Teacher()))
+    missing, unexpected = load_model(target, str(tmp_path / "model.safetensors"), strict=True)
+    assert not missing and not unexpected
+    with pytest.raises(RuntimeError, match="encoder.net.0.weight"):  # anything else missing is still an error
+        target.load_state_dict({k: v for k, v in wsd.items() if "encoder.net.0.weight" not in k}, strict=True)

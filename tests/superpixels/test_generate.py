@@ -287,3 +287,15 @@ def test_killed_run_leaves_no_partial_map_and_resumes(tmp_path, script, frames, 
         for cam in f.cameras:
             assert np.array_equal(load_superpixels(superpixel_path(tmp_path, "slic", cam.token)),
                                   slic.segment(cam.image))
+
+
+def test_synthetic_vfm_on_an_official_layout_root_says_why_it_cannot(tmp_path, script, official_roots, capsys):
+    """synthetic-vfm degrades the synthetic world's ground-truth masks; a reader of an official layout has no masks
+    (the maps for such roots come from largead.superpixels.export), so the script stops on the first camera with one
+    line saying so, and writes no map."""
+    argv = ["--source", "synthetic-vfm", "--dataset", "semantickitti", "--root", str(official_roots["semantickitti"]),
+            "--dataset-option", "cameras=true", "--out", str(tmp_path)]
+    assert script.main(argv) == 1
+    line = error_line(capsys.readouterr().err)
+    assert "image_2" in line and "semantic_mask" in line and "only synthetic-world cameras" in line
+    assert not list(tmp_path.rglob("*.png"))

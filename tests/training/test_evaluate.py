@@ -134,3 +134,26 @@ def test_one_read_per_frame_gives_the_same_numbers_as_separate_passes(model_dir:
             (cm,) = evaluate.confusion_on_frames(model, dataset, idx, "synthetic",
                                                  transforms=[lambda f, i, c=c, s=s: corrupt(f, c, s, seed=i)])
             assert res["corruption_miou"][c][s] == pytest.approx(cm.compute()["miou"], abs=1e-12)
+
+
+def test_corrupted_root_needs_corruptions_and_a_released_copy(model_dir, tmp_path):
+    with pytest.raises(ValueError, match="--corrupted-root needs --corruptions"):
+        evaluate.main(evaluate.parse_args(["--model", str(model_dir), *OPT_ARGS, "--corrupted-root", str(tmp_path),
+                                           "--no-card", "--cpu"]))
+    with pytest.raises(ValueError, match="no released corrupted copy of 'synthetic'"):
+        evaluate.main(evaluate.parse_args(["--model", str(model_dir), *OPT_ARGS, "--corrupted-root", str(tmp_path),
+                                           "--corruptions", "fog", "--no-card", "--cpu",
+                                           "--output", str(tmp_path / "r.json")]))
+
+
+def test_training_reader_options_apply_unless_overridden(tmp_path):
+    """segmentation.json's dataset_options (written by finetune.py) open the evaluated dataset when it is the
+    training one; --option overrides them; another dataset does not get them."""
+    torch.manual_seed(0)
+    model = SegmentationModel(LargeADEncoder(LargeADConfig(backbone="minkunet14")), len(SYNTHETIC_CLASSES),
+                              mode="finetune", class_names=SYNTHETIC_CLASSES)
+    folder = tmp_path / "model"
+    model.save_pretrained(folder, dataset="synthetic", dataset_options={**OPTS, "frames_per_sequence": 2})
+    common = ["--model", str(folder), "--no-card", "--cpu", "--output", str(tmp_path / "r.json")]
+    assert evaluate.main(evaluate.parse_args(common))["num_frames"] == 2
+    assert evaluate.main(evaluate.parse_args([*common, "--option", "frames_per_sequence=3"]))["num_frames"] == 3

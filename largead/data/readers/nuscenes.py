@@ -296,7 +296,8 @@ class NuScenesDataset(LidarDataset):
         cams: list[CameraView] = []
         for channel in self.camera_names:
             if channel not in sample["data"]:
-                raise KeyError(f"{self.version}: sample {sample['token']} has no {channel} camera")
+                raise KeyError(f"{self.version}: sample {sample['token']} has no {channel} camera (a LiDAR-only "
+                               "dataroot? pass cameras=False to read the LiDAR without images)")
             cam_sd = nusc.get("sample_data", sample["data"][channel])
             cs = nusc.get("calibrated_sensor", cam_sd["calibrated_sensor_token"])
             k = check_intrinsics(cs["camera_intrinsic"], f"{self.version}/calibrated_sensor.json: "
