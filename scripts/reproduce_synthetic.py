@@ -158,9 +158,11 @@ def _sensor_a(b: Budget) -> dict[str, Any]:
     return {"seed": 0, **b.world}
 
 
-def pretrain_config(variant: Variant, b: Budget, seed: int, root: Path | None = None) -> dict[str, Any]:
+def pretrain_config(variant: Variant, b: Budget, seed: int, root: Path | None = None,
+                    label: str = "fixed") -> dict[str, Any]:
     """The ``synthetic`` pretraining config of the imported library (training/configs/synthetic.yaml) adapted to one
-    row and seed; ``root``: the output folder (shared teacher cache) of the run.
+    row and seed; ``root``: the output folder of the run (teacher cache shared by every label, temporal segment cache
+    shared by the runs of ``label``: the cache format may differ between library versions).
 
     Built as a whole mapping (written to the run folder) rather than ``key=value`` overrides, because overrides
     merge into the base mapping and cannot remove a key (e.g. the SEEM granularity option for SLIC). Only keys that
@@ -187,6 +189,8 @@ def pretrain_config(variant: Variant, b: Budget, seed: int, root: Path | None = 
     if root is not None:
         teacher["cache_dir"] = str(Path(root).resolve() / "teacher_cache")
     cfg["teacher"] = {"name": "synthetic", "options": teacher}
+    if root is not None:
+        cfg["segment_cache"] = str(Path(root).resolve() / label / "segment_cache")
     cfg["model"] = {**cfg.get("model", {}), "backbone": b.backbone}
     cfg["objective"] = {**cfg.get("objective", {}), "max_rows": b.max_rows, "weights": {
         "vfm": 1.0, "tmp": 1.0 if variant.tmp else 0.0, "p2s": 1.0 if variant.p2s else 0.0,
@@ -293,7 +297,7 @@ def run_one(name: str, seed: int, b: Budget, root: Path, label: str = "fixed") -
             from largead.training import pretrain
 
             cfg_path = run / "pretrain-config.yaml"
-            atomic_write_text(cfg_path, yaml.safe_dump(pretrain_config(variant, b, seed, root), sort_keys=False))
+            atomic_write_text(cfg_path, yaml.safe_dump(pretrain_config(variant, b, seed, root, label), sort_keys=False))
             res = pretrain.main(pretrain.parse_args(["--config", str(cfg_path), "--output-dir", str(run / "pretrain")]))
             encoder = res["encoder_dir"]
         t1 = time.time()

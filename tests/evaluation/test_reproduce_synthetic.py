@@ -87,6 +87,7 @@ def test_variant_configs(tmp_path: Path) -> None:
         assert cfg["train"]["seed"] == 3 and cfg["train"]["steps"] == b.pretrain_steps
         assert cfg["train"]["batch_size"] == b.pretrain_batch  # same budget for every row
         assert cfg["teacher"]["options"]["cache_dir"] == str(tmp_path.resolve() / "teacher_cache")
+        assert cfg["segment_cache"] == str(tmp_path.resolve() / "fixed" / "segment_cache")
         parsed = from_dict(PretrainConfig, cfg)  # a valid pretraining config of this library
         assert parsed.model.backbone == b.backbone and all(d.calibration_error == 0 for d in parsed.data)
     slic = repro.pretrain_config(repro.VARIANTS["slic"], b, seed=0)
@@ -198,6 +199,7 @@ def test_smoke_run(tmp_path: Path) -> None:
     cfg = json.loads((run / "pretrain" / "run_config.json").read_text())
     assert [d["calibration_error"] for d in cfg["data"]] == [0.25, 0.25] and cfg["objective"]["weights"]["cdp"] == 1.0
     assert (run / "pretrain" / "encoder" / "model.safetensors").is_file()
+    assert any((tmp_path / "fixed" / "segment_cache").rglob("*.npz"))  # temporal segments shared by the label's runs
     assert not (run / "pretrain" / "checkpoints").exists() and not (run / ".claim").exists()  # pruned, released
     sup = json.loads((tmp_path / "fixed" / "supervised" / "seed0" / "supervised" / "run_config.json").read_text())
     assert sup["mode"] == "finetune" and sup["pretrained"] is None
