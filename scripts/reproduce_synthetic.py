@@ -606,7 +606,7 @@ def similarity_figures(root: Path, b: Budget, label: str = "fixed",
     out = []
     for cls in wanted:
         try:
-            frame, query = frame_with_query(dataset, names, wanted=(cls,))
+            _, frame, query = frame_with_query(dataset, names, wanted=(cls,))
         except ValueError as err:
             print(f"reproduce_synthetic.py: no Figure 4 for {cls}: {err}")
             continue
