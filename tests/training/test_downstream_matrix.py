@@ -7,8 +7,10 @@ SemanticKITTI-C readers (``--corrupted-root``).
 
 nuScenes' label fractions keep every k-th *scene* (SLidR's rule), so its runs use ``nuscenes_scenes`` (100 training
 scenes of the official train split + 2 validation scenes, LiDAR only); the other datasets use the official-layout
-samples (``official_roots``). The fine-tuned encoder starts from a saved random MinkUNet-34 (``--pretrained``), so the
-pretrained path (loading, voxelisation check) runs in every case.
+samples (``official_roots``). The fine-tuned encoder starts from a saved random MinkUNet-34 (``--pretrained``) that
+carries nuScenes' input statistics, as a nuScenes-pretrained encoder does: the pretrained path (loading,
+voxelisation check) runs in every case, and every other dataset is a transfer (its statistics estimated from its
+training frames and stored in the fine-tuned model).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from largead.training import evaluate, finetune
 from largead.training.protocols import downstream_configs
 
 CASES = downstream_configs()
+NUSCENES_NORM = (18.0, 22.0)
+"""The pretrained encoder's statistics for nuScenes (intensity mean, std): any fixed pair does."""
 ROBUSTNESS = {"finetune-nuscenes": 1, "finetune-semantickitti": 1}
 """The cases whose model is also evaluated under corruption (config -> label fraction): the fine-tuned models Robo3D
 evaluates. SemanticKITTI's corrupted evaluations read one validation frame (``--max-frames 1``) to stay quick."""
@@ -31,14 +35,15 @@ evaluates. SemanticKITTI's corrupted evaluations read one validation frame (``--
 
 @pytest.fixture(scope="module")
 def random_encoder(tmp_path_factory):
-    """A saved random MinkUNet-34 in the downstream protocol's voxelisation (``--pretrained``)."""
+    """A saved random MinkUNet-34 in the downstream protocol's voxelisation (``--pretrained``), with the input
+    statistics of a nuScenes-pretrained encoder (``input_norm``)."""
     import torch
 
     from largead import LargeADConfig, LargeADEncoder
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("random-encoder")
-    LargeADEncoder(LargeADConfig()).save_pretrained(folder)
+    LargeADEncoder(LargeADConfig(input_norm={"nuscenes": NUSCENES_NORM})).save_pretrained(folder)
     return folder
 
 
@@ -91,6 +96,14 @@ def test_one_step_then_evaluate(config, mode, fraction, official_roots, nuscenes
         moved = not np.array_equal(fh.get_tensor("conv0p1s1.kernel").numpy(),
                                    before.get_tensor("conv0p1s1.kernel").numpy())
         assert moved == (mode == "finetune"), "linear probing must leave the backbone untouched"
+    from largead.models.heads import SegmentationModel
+    from largead.pretrain.multisource import dataset_intensity_stats
+
+    norm = SegmentationModel.from_pretrained(final).encoder.config.input_norm
+    assert norm["nuscenes"] == NUSCENES_NORM  # the pretraining statistics are kept
+    if dataset != "nuscenes":  # transfer: the dataset's own statistics, from its training frames
+        expected = dataset_intensity_stats(train, cfg.data.norm_frames, kept)
+        np.testing.assert_allclose(norm[meta.get("input_norm_key") or dataset], expected, rtol=1e-12)
     shutil.rmtree(out / "checkpoints")  # a MinkUNet-34 checkpoint is 300 MB: keep the disk free
 
     # evaluation on the validation split, with the reader options the model was trained with (segmentation.json)
