@@ -28,12 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from largead.viewer import (  # noqa: E402
+from largead.viewer import (
     ViewOptions,
     build_view,
-    prepare,  # noqa: E402
+    prepare,
     write_view,
 )
 

@@ -17,10 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from largead.viewer import prepare_view, write_view  # noqa: E402
-from largead.viewer.browser import Browser  # noqa: E402
+from largead.viewer import prepare_view, write_view
+from largead.viewer.browser import Browser
 
 # the sensor the demo pretrains on (training/configs/synthetic.yaml: 8 beams, 2-degree columns, 30 m), where its
 # encoder's features mean something, with six cameras for the picture

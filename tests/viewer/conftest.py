@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-from fixtures import make_frames, make_semantickitti_fixture  # noqa: E402
+# tests/ is on sys.path (pytest puts the root conftest's folder there): the data tests' builders, one copy
+from data.fixtures import make_frames, make_semantickitti_fixture
 
-from largead import LargeADConfig, LargeADEncoder  # noqa: E402
-from largead.data.labels import SEMANTICKITTI_CLASSES  # noqa: E402
-from largead.models.heads import SegmentationModel  # noqa: E402
+from largead import LargeADConfig, LargeADEncoder
+from largead.data.labels import SEMANTICKITTI_CLASSES
+from largead.models.heads import SegmentationModel
 
 __all__ = ["make_frames"]
 
