@@ -22,7 +22,7 @@ _LAZY = {
     "l_cdp": "objectives", "total_loss": "objectives", "superpixel_prototypes": "objectives",
     "CdpConfig": "objectives", "cdp_pairs": "objectives", "ignores_zero": "data",
     "SegmentParams": "temporal", "SegmentCache": "temporal", "fit_ground_plane": "temporal",
-    "segment_pair": "temporal", "MultiSourceSampler": "multisource", "input_features": "multisource",
+    "segment_pair": "temporal", "segment_sweeps": "temporal", "MultiSourceSampler": "multisource", "input_features": "multisource",
     "intensity_stats": "multisource", "AugmentConfig": "data", "PretrainDataConfig": "data",
     "PretrainDataset": "data", "PretrainBatch": "data", "collate_pretrain": "data", "ObjectiveConfig": "model",
     "PretrainModel": "model",

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -123,31 +124,40 @@ def cluster_points(xyz: np.ndarray, params: SegmentParams) -> np.ndarray:
     return labels[np.asarray(inverse).reshape(-1)]
 
 
-def segment_pair(points_t: np.ndarray, pose_t: np.ndarray, points_n: np.ndarray, pose_n: np.ndarray,
-                 params: SegmentParams = SegmentParams()) -> tuple[np.ndarray, np.ndarray]:
-    """Segment ids ``(seg_t (N_t,), seg_n (N_n,))`` int64 shared by two sweeps (ground and noise ``-1``).
+def segment_sweeps(points: Sequence[np.ndarray], poses: Sequence[np.ndarray],
+                   params: SegmentParams = SegmentParams()) -> list[np.ndarray]:
+    """Segment ids (N_k,) int64 shared by any number of sweeps (ground and noise ``-1``).
 
-    ``points_*`` (N, >=3) in each sweep's LiDAR frame (z up), ``pose_*`` (4, 4) LiDAR-to-global. Ground is removed
-    per sweep in its own frame; the rest is clustered jointly in global coordinates.
+    ``points[k]`` (N_k, >=3) in sweep k's LiDAR frame (z up), ``poses[k]`` (4, 4) LiDAR-to-global. Ground is removed
+    per sweep in its own frame by RANSAC (one random stream, seeded by ``params.seed``, drawn sweep after sweep); the
+    rest of all sweeps is clustered together in global coordinates by HDBSCAN.
     """
+    if len(points) != len(poses):
+        raise ValueError(f"{len(points)} sweeps but {len(poses)} poses")
     rng = np.random.default_rng(params.seed)
     keeps, glob = [], []
-    for pts, pose in ((points_t, pose_t), (points_n, pose_n)):
+    for pts, pose in zip(points, poses, strict=True):
         pts = np.asarray(pts)
         _, ground = fit_ground_plane(pts[:, :3], params.ransac_iterations, params.ground_threshold,
                                      params.max_tilt_deg, rng, params.ransac_max_points)
         keeps.append(~ground)
         glob.append(_to_global(pts[~ground, :3].astype(np.float64), np.asarray(pose, dtype=np.float64)))
     labels = cluster_points(np.concatenate(glob, 0), params)
+    sizes = [int(k.sum()) for k in keeps]
     out = []
-    offset = 0
-    for keep in keeps:
+    for keep, part in zip(keeps, np.split(labels, np.cumsum(sizes)[:-1]), strict=True):
         seg = np.full(len(keep), -1, dtype=np.int64)
-        k = int(keep.sum())
-        seg[keep] = labels[offset:offset + k]
-        offset += k
+        seg[keep] = part
         out.append(seg)
-    return out[0], out[1]
+    return out
+
+
+def segment_pair(points_t: np.ndarray, pose_t: np.ndarray, points_n: np.ndarray, pose_n: np.ndarray,
+                 params: SegmentParams = SegmentParams()) -> tuple[np.ndarray, np.ndarray]:
+    """Segment ids ``(seg_t (N_t,), seg_n (N_n,))`` int64 shared by two sweeps (ground and noise ``-1``):
+    :func:`segment_sweeps` of the two."""
+    seg_t, seg_n = segment_sweeps([points_t, points_n], [pose_t, pose_n], params)
+    return seg_t, seg_n
 
 
 def _safe(token: str) -> str:
@@ -258,4 +268,4 @@ class SegmentCache:
 
 
 __all__ = ["SEGMENT_CACHE_VERSION", "SegmentCache", "SegmentCacheWarning", "SegmentParams", "cluster_points",
-           "fit_ground_plane", "segment_fingerprint", "segment_pair"]
+           "fit_ground_plane", "segment_fingerprint", "segment_pair", "segment_sweeps"]

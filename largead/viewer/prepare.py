@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from largead.data.frame import IGNORE_INDEX, Frame
-from largead.data.geometry import frame_pairs, invert_rigid, transform_points
+from largead.data.geometry import frame_pairs, invert_rigid
 
 FEATURE_DTYPES = ("int8", "float16", "float32")
 IMAGE_FORMATS = ("jpeg", "png")
@@ -435,32 +435,14 @@ def superpoints(frame: Frame, maps: Sequence[np.ndarray], ignore_zero: bool) -> 
 
 def sequence_segments(frames: Sequence[Frame], params: Any = None) -> list[np.ndarray]:
     """Segments shared by all ``frames`` (the temporal objective's, for any number of frames): ground removed per
-    sweep by RANSAC (:func:`~largead.pretrain.temporal.fit_ground_plane`), the rest of all sweeps clustered together in
-    global coordinates by HDBSCAN (:func:`~largead.pretrain.temporal.cluster_points`). Ground and noise are -1.
-
-    For two frames this is exactly :func:`~largead.pretrain.temporal.segment_pair` (same random stream, same
-    clustering input), which the tests check.
+    sweep by RANSAC, the rest of all sweeps clustered together in global coordinates by HDBSCAN
+    (:func:`~largead.pretrain.temporal.segment_sweeps`). Ground and noise are -1. For two frames this is
+    :func:`~largead.pretrain.temporal.segment_pair`, which the tests check.
     """
-    from largead.pretrain.temporal import SegmentParams, cluster_points, fit_ground_plane
+    from largead.pretrain.temporal import SegmentParams, segment_sweeps
 
-    params = params if params is not None else SegmentParams()
-    rng = np.random.default_rng(params.seed)
-    keeps, glob = [], []
-    for f in frames:
-        pts = np.asarray(f.points)
-        _, ground = fit_ground_plane(pts[:, :3], params.ransac_iterations, params.ground_threshold,
-                                     params.max_tilt_deg, rng, params.ransac_max_points)
-        keeps.append(~ground)
-        glob.append(transform_points(pts[~ground, :3].astype(np.float64), np.asarray(f.pose, dtype=np.float64)))
-    labels = cluster_points(np.concatenate(glob, 0), params)
-    out, offset = [], 0
-    for keep in keeps:
-        seg = np.full(len(keep), -1, dtype=np.int64)
-        k = int(keep.sum())
-        seg[keep] = labels[offset:offset + k]
-        offset += k
-        out.append(seg)
-    return out
+    return segment_sweeps([f.points for f in frames], [f.pose for f in frames],
+                          params if params is not None else SegmentParams())
 
 
 def compact_ids(ids: np.ndarray) -> tuple[np.ndarray, int]:
