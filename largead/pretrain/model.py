@@ -179,6 +179,14 @@ class PretrainModel(torch.nn.Module):
         with section("teacher forward"):
             pix, frozen = self.image_features(batch.images, return_frozen=cdp_on)
             pix = pix.float()
+        # the networks may run under autocast (train.mixed_precision); pooling and the losses always run in fp32
+        with torch.autocast(vox.device.type, enabled=False):
+            return self._terms(batch, vox, pix, frozen, cdp_on)
+
+    def _terms(self, batch: PretrainBatch, vox: torch.Tensor, pix: torch.Tensor, frozen: list | None,
+               cdp_on: bool) -> dict[str, torch.Tensor]:
+        """Superpixel pooling and every loss term from the fp32 voxel and pixel features."""
+        cfg, w = self.config, self.config.weights
         terms: dict[str, torch.Tensor] = {}
         self.last_stats = {}
         if w.vfm or w.cdp:  # pooled once for both terms
