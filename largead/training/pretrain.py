@@ -24,6 +24,17 @@ least two while running, ``train.checkpoint_total_limit`` at the end, default 1)
 at the end) and ``summary.json`` (steps, final loss, encoder path, time; also printed). Rerunning a finished run says
 so and exits 0.
 
+``--profile [N]`` (default 5) builds the run exactly as above (:func:`build_run`) with ``train.num_workers`` forced to 0,
+runs 1 warm-up step and N timed steps, prints where a step's time goes (data loading, temporal segments, point-pixel
+pairing, augmentation, collate + voxelisation, teacher forward, 3D forward, superpixel pooling, losses, backward,
+optimiser step, other; :mod:`largead.profiling`) and exits; it needs no ``--output-dir`` and writes nothing there
+(``--profile-clock cpu`` times this process's CPU time instead of wall time)::
+
+    OMP_NUM_THREADS=1 python training/pretrain.py --config synthetic --profile 5 --profile-clock cpu
+
+``train.mixed_precision: bf16`` runs the encoder and the teacher under bf16 autocast (CPU or GPU); superpixel
+pooling and the loss terms always run in fp32, and weights, checkpoints and the exported encoder stay float32.
+
 Several processes on a CPU-only machine: ``accelerate launch --multi_gpu --num_processes 2 training/pretrain.py ...``
 (accelerate's ``--cpu`` flag starts a single process unless an mpirun hostfile is configured).
 
