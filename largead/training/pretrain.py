@@ -24,8 +24,8 @@ least two while running, ``train.checkpoint_total_limit`` at the end, default 1)
 at the end) and ``summary.json`` (steps, final loss, encoder path, time; also printed). Rerunning a finished run says
 so and exits 0.
 
-``--profile [N]`` (default 5) builds the run exactly as above (:func:`build_run`) with ``train.num_workers`` forced to 0,
-runs 1 warm-up step and N timed steps, prints where a step's time goes (data loading, temporal segments, point-pixel
+``--profile [N]`` (default 5) builds the run exactly as above (:func:`build_run`) with ``train.num_workers`` forced to
+0, runs 1 warm-up step and N timed steps, prints where a step's time goes (data loading, temporal segments, point-pixel
 pairing, augmentation, collate + voxelisation, teacher forward, 3D forward, superpixel pooling, losses, backward,
 optimiser step, other; :mod:`largead.profiling`) and exits; it needs no ``--output-dir`` and writes nothing there
 (``--profile-clock cpu`` times this process's CPU time instead of wall time)::
