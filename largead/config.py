@@ -68,6 +68,9 @@ def coerce(value: Any, tp: Any, key: str, source: str) -> Any:
                 return coerce(value, a, key, source)
         raise fail(" or ".join(_type_name(a) for a in args))
     if origin is Literal:
+        word = "yes" if value is True else "no"
+        if isinstance(value, bool) and not any(isinstance(a, bool) for a in args) and word in args:
+            value = word  # YAML 1.1 reads an unquoted no / yes (mixed_precision: no) as a bool
         if value not in args:
             raise fail(f"one of {list(args)}")
         return value

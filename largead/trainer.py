@@ -589,11 +589,18 @@ def make_dataloader(dataset: torch.utils.data.Dataset, batch_size: int, collate_
     """A DataLoader whose order depends only on ``seed`` (and the epoch, once prepared by an accelerator from
     :func:`make_accelerator`, which shards it so processes see disjoint samples). ``batch_size`` is per process.
     A custom ``sampler`` (e.g. :class:`largead.pretrain.multisource.MultiSourceSampler`) must itself be
-    deterministic in its seed and ``set_epoch``."""
+    deterministic in its seed and ``set_epoch``.
+
+    With ``num_workers > 0`` the workers load, augment and collate the next batches (``prefetch_factor`` 2 each,
+    torch's default) while the main process computes; on a CUDA machine batches are pinned (``pin_memory``: tensors and
+    containers of tensors, see ``torch.utils.data``) for faster host-to-device copies. Workers are *not* persistent:
+    they are started again every epoch so that they see the dataset's ``set_epoch`` (the per-sample augmentation seed
+    of :func:`sample_rng`), which persistent workers, holding their own copy of the dataset, would miss."""
     if sampler is None and shuffle:
         sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(int(seed)))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn,
-                                       num_workers=num_workers, drop_last=drop_last)
+                                       num_workers=num_workers, drop_last=drop_last,
+                                       pin_memory=torch.cuda.is_available())
 
 
 def resume_position(step: int, batches_per_epoch: int, grad_accum: int = 1) -> tuple[int, int]:

@@ -148,3 +148,16 @@ def test_typed_fields_are_not_truthiness():
         C.from_dict(_Flags, {"n": "1"}, source="f.json")
     with pytest.raises(C.ConfigError, match="f.json: top level must be a mapping, got list"):
         C.from_dict(_Flags, [1], source="f.json")
+
+
+def test_yaml_no_is_the_literal_no_where_it_is_a_choice():
+    """YAML 1.1 reads an unquoted ``no`` as ``False``: ``mixed_precision: no`` / ``train.mixed_precision=no`` must
+    still mean the choice "no" (and a bool is still refused where neither "no" nor "yes" is a choice)."""
+    from largead.training.pretrain import load_pretrain_config
+
+    cfg = load_pretrain_config("synthetic-tiny", ["train.mixed_precision=no"])
+    assert cfg.train.mixed_precision == "no"
+    assert load_pretrain_config("synthetic-tiny", ["train.mixed_precision=bf16"]).train.mixed_precision == "bf16"
+    assert C.coerce(False, Literal["no", "bf16"], "k", "f") == "no"
+    with pytest.raises(C.ConfigError, match="must be one of"):
+        C.coerce(False, Literal["a", "b"], "k", "f")

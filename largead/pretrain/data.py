@@ -36,9 +36,10 @@ import torch
 from largead.data.frame import Frame
 from largead.data.geometry import Pairs, frame_pairs
 from largead.pretrain.multisource import input_features
-from largead.superpixels.superpoints import segment_offsets
 from largead.pretrain.temporal import SegmentCache, SegmentParams
+from largead.profiling import section
 from largead.sparse.voxelize import VoxelBatch, VoxelGrid, batch_voxelize
+from largead.superpixels.superpoints import segment_offsets
 from largead.trainer import sample_rng
 
 
@@ -266,7 +267,8 @@ class PretrainDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> PretrainSample:
         di, fi, ni = self.index[i]
         d, name = self.datasets[di], self.names[di]
-        frame = d[fi]
+        with section("data loading"):
+            frame = d[fi]
         where = f"{name} frame {frame.token or fi}"
         if not frame.cameras:
             raise ValueError(f"{where}: has no cameras")
@@ -274,18 +276,22 @@ class PretrainDataset(torch.utils.data.Dataset):
         if self.config.max_cameras is not None and len(frame.cameras) > self.config.max_cameras:
             keep = np.sort(rng.choice(len(frame.cameras), self.config.max_cameras, replace=False))
             frame = dataclasses.replace(frame, cameras=[frame.cameras[k] for k in keep])
-        pairs = frame_pairs(frame)
+        with section("point-pixel pairing"):
+            pairs = frame_pairs(frame)
         if len(pairs) < self.config.min_pairs:
-            raise ValueError(f"{where}: only {len(pairs)} point-pixel pairs (need {self.config.min_pairs}): too few of its "
-                             "points project into a camera (check the calibration)")
-        sp = self._superpixels(self.sources[di], frame, where)
+            raise ValueError(f"{where}: only {len(pairs)} point-pixel pairs (need {self.config.min_pairs}): too few of "
+                             "its points project into a camera (check the calibration)")
+        with section("data loading"):  # precomputed sources read the maps from disk here
+            sp = self._superpixels(self.sources[di], frame, where)
         segments = next_points = next_segments = None
         if self.config.temporal:
-            nxt = d[ni]
+            with section("data loading"):
+                nxt = d[ni]
             try:
-                segments, next_segments = self.cache.get(name, frame.token or str(fi), nxt.token or str(ni),
-                                                         frame.points, frame.pose, nxt.points, nxt.pose,
-                                                         self.config.segments)
+                with section("temporal segments"):  # computed on first use, then read from the segment cache
+                    segments, next_segments = self.cache.get(name, frame.token or str(fi), nxt.token or str(ni),
+                                                             frame.points, frame.pose, nxt.points, nxt.pose,
+                                                             self.config.segments)
             except ValueError as err:
                 raise ValueError(f"{where} (next frame {nxt.token or ni}): segments: {err}") from err
             next_points = nxt.points[:, :4].astype(np.float32)
@@ -294,7 +300,8 @@ class PretrainDataset(torch.utils.data.Dataset):
                                 images=[c.image for c in frame.cameras], superpixels=sp, pairs=pairs,
                                 segments=segments, next_points=next_points, next_segments=next_segments)
         if self.config.augment is not None:
-            sample = slidr_augment(sample, rng, self.config.augment)
+            with section("augmentation"):
+                sample = slidr_augment(sample, rng, self.config.augment)
             if len(sample.pairs) < self.config.min_pairs:
                 raise ValueError(f"{where}: only {len(sample.pairs)} pairs left after augmentation")
         return sample
@@ -309,7 +316,16 @@ def collate_pretrain(samples: Sequence[PretrainSample], grid: VoxelGrid, feature
     from :func:`largead.pretrain.multisource.input_features` (``input_norm[dataset]`` applied), i.e. exactly what
     ``LargeADEncoder.voxelize(scans, dataset=...)`` produces. ``datasets`` fixes the dataset index order (default:
     order of first appearance). Images may differ in size (cameras of one rig, no crop): then ``images`` is a list.
+    Profiled as one section, ``collate + voxelisation`` (:mod:`largead.profiling`).
     """
+    with section("collate + voxelisation"):
+        return _collate_pretrain(samples, grid, feature_mode, input_norm, datasets)
+
+
+def _collate_pretrain(samples: Sequence[PretrainSample], grid: VoxelGrid, feature_mode: str = "intensity",
+                      input_norm: dict[str, Sequence[float]] | None = None,
+                      datasets: Sequence[str] | None = None) -> PretrainBatch:
+    """The body of :func:`collate_pretrain`."""
     if not samples:
         raise ValueError("collate_pretrain needs at least one sample")
     input_norm = input_norm or {}

@@ -34,6 +34,7 @@ from largead.pretrain.objectives import (
     superpixel_prototypes,
     total_loss,
 )
+from largead.profiling import section
 
 
 @dataclass
@@ -165,7 +166,8 @@ class PretrainModel(torch.nn.Module):
     def forward(self, batch: PretrainBatch, progress: float | None = None) -> dict[str, torch.Tensor]:
         cfg, w = self.config, self.config.weights
         progress = self.progress if progress is None else float(progress)
-        vox = self.encoder.forward_batch(batch.voxels).float()  # (M, D)
+        with section("3D forward"):
+            vox = self.encoder.forward_batch(batch.voxels).float()  # (M, D)
         n_datasets = int(torch.unique(batch.scan_dataset).numel())
         cdp_on = bool(w.cdp) and n_datasets > 1
         if cdp_on and cfg.cdp.warmup > 0:
@@ -174,29 +176,42 @@ class PretrainModel(torch.nn.Module):
                                  "does not know the training progress: call model(batch, progress=step / "
                                  "total_steps) or model.set_progress(step, total_steps) first")
             cdp_on = progress >= cfg.cdp.warmup
-        pix, frozen = self.image_features(batch.images, return_frozen=cdp_on)
-        pix = pix.float()
-        pair_feats = vox[batch.pair_voxel]
+        with section("teacher forward"):
+            pix, frozen = self.image_features(batch.images, return_frozen=cdp_on)
+            pix = pix.float()
+        # the networks may run under autocast (train.mixed_precision); pooling and the losses always run in fp32
+        with torch.autocast(vox.device.type, enabled=False):
+            return self._terms(batch, vox, pix, frozen, cdp_on)
+
+    def _terms(self, batch: PretrainBatch, vox: torch.Tensor, pix: torch.Tensor, frozen: list | None,
+               cdp_on: bool) -> dict[str, torch.Tensor]:
+        """Superpixel pooling and every loss term from the fp32 voxel and pixel features."""
+        cfg, w = self.config, self.config.weights
         terms: dict[str, torch.Tensor] = {}
         self.last_stats = {}
         if w.vfm or w.cdp:  # pooled once for both terms
-            k, q, kept = superpixel_prototypes(pair_feats, batch.pair_superpixel, pix, batch.pixel_superpixel)
+            with section("superpixel pooling"):
+                pair_feats = vox[batch.pair_voxel]
+                k, q, kept = superpixel_prototypes(pair_feats, batch.pair_superpixel, pix, batch.pixel_superpixel)
         if w.vfm:
-            terms["vfm"] = prototype_nce(k, q, cfg.tau)
+            with section("losses"):
+                terms["vfm"] = prototype_nce(k, q, cfg.tau)
         if w.cdp:
             if cdp_on:
-                num = int(batch.pixel_superpixel.max()) + 1
-                g = self.frozen_prototypes(frozen, batch.pixel_superpixel.to(pix.device), num)[kept]
-                sizes = batch.image_sizes.to(pix.device)
-                image_of_pixel = torch.repeat_interleave(torch.arange(sizes.shape[0], device=pix.device),
-                                                         sizes[:, 0] * sizes[:, 1])
-                valid = batch.pixel_superpixel >= 0
-                image_of_sp = torch.zeros(num, dtype=torch.int64, device=pix.device)
-                image_of_sp[batch.pixel_superpixel[valid]] = image_of_pixel[valid]
-                sp_dataset = batch.scan_dataset.to(pix.device)[batch.image_scan.to(pix.device)[image_of_sp[kept]]]
+                with section("superpixel pooling"):
+                    num = int(batch.pixel_superpixel.max()) + 1
+                    g = self.frozen_prototypes(frozen, batch.pixel_superpixel.to(pix.device), num)[kept]
+                    sizes = batch.image_sizes.to(pix.device)
+                    image_of_pixel = torch.repeat_interleave(torch.arange(sizes.shape[0], device=pix.device),
+                                                             sizes[:, 0] * sizes[:, 1])
+                    valid = batch.pixel_superpixel >= 0
+                    image_of_sp = torch.zeros(num, dtype=torch.int64, device=pix.device)
+                    image_of_sp[batch.pixel_superpixel[valid]] = image_of_pixel[valid]
+                    sp_dataset = batch.scan_dataset.to(pix.device)[batch.image_scan.to(pix.device)[image_of_sp[kept]]]
                 c = cfg.cdp
-                terms["cdp"], anchor, positive = l_cdp(k, g, sp_dataset, cfg.tau, c.threshold, c.mutual,
-                                                       c.negative_margin, c.center, return_pairs=True)
+                with section("losses"):
+                    terms["cdp"], anchor, positive = l_cdp(k, g, sp_dataset, cfg.tau, c.threshold, c.mutual,
+                                                           c.negative_margin, c.center, return_pairs=True)
                 self.last_stats["cdp_pairs"] = float(anchor.numel())
                 self.last_cdp_pairs = (kept[anchor], kept[positive])  # global superpixel ids
             else:
@@ -204,20 +219,29 @@ class PretrainModel(torch.nn.Module):
                 self.last_stats["cdp_pairs"] = 0.0
                 self.last_cdp_pairs = None
         if batch.voxel_segment is not None and (w.tmp or w.p2s):
-            scan = batch.voxels.coords[:, 0].to(torch.int64).to(vox.device)
-            seg = batch.voxel_segment.to(vox.device)
-            gen = torch.Generator().manual_seed(sum(batch.indices) + 7919 * len(batch.indices))
-            is_t = scan < batch.num_scans
-            if w.tmp:
-                terms["tmp"] = l_tmp(vox[is_t], seg[is_t], vox[~is_t], seg[~is_t], cfg.tau, cfg.max_rows, gen)
-            if w.p2s:
-                shift = int(seg.max()) + 1
-                seg_scan = torch.where(is_t | (seg < 0), seg, seg + shift)  # own ids per scan (t and t+n apart)
-                cap = None if cfg.max_rows is None else 2 * cfg.max_rows
-                terms["p2s"] = l_p2s(vox, seg_scan, scan, cfg.tau, cap, gen)
+            with section("losses"):
+                terms.update(self._segment_terms(batch, vox))
         if not terms:
             raise ValueError("every loss weight is 0 (or the batch has no segments for tmp/p2s): nothing to train")
-        terms["loss"] = total_loss(terms, w)
+        with section("losses"):
+            terms["loss"] = total_loss(terms, w)
+        return terms
+
+    def _segment_terms(self, batch: PretrainBatch, vox: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The temporal terms ``tmp`` / ``p2s`` (those with a weight) on the voxels of frames t and t + n."""
+        cfg, w = self.config, self.config.weights
+        terms: dict[str, torch.Tensor] = {}
+        scan = batch.voxels.coords[:, 0].to(torch.int64).to(vox.device)
+        seg = batch.voxel_segment.to(vox.device)
+        gen = torch.Generator().manual_seed(sum(batch.indices) + 7919 * len(batch.indices))
+        is_t = scan < batch.num_scans
+        if w.tmp:
+            terms["tmp"] = l_tmp(vox[is_t], seg[is_t], vox[~is_t], seg[~is_t], cfg.tau, cfg.max_rows, gen)
+        if w.p2s:
+            shift = int(seg.max()) + 1
+            seg_scan = torch.where(is_t | (seg < 0), seg, seg + shift)  # own ids per scan (t and t+n apart)
+            cap = None if cfg.max_rows is None else 2 * cfg.max_rows
+            terms["p2s"] = l_p2s(vox, seg_scan, scan, cfg.tau, cap, gen)
         return terms
 
 

@@ -24,6 +24,17 @@ least two while running, ``train.checkpoint_total_limit`` at the end, default 1)
 at the end) and ``summary.json`` (steps, final loss, encoder path, time; also printed). Rerunning a finished run says
 so and exits 0.
 
+``--profile [N]`` (default 5) builds the run exactly as above (:func:`build_run`) with ``train.num_workers`` forced to
+0, runs 1 warm-up step and N timed steps, prints where a step's time goes (data loading, temporal segments, point-pixel
+pairing, augmentation, collate + voxelisation, teacher forward, 3D forward, superpixel pooling, losses, backward,
+optimiser step, other; :mod:`largead.profiling`) and exits; it needs no ``--output-dir`` and writes nothing there
+(``--profile-clock cpu`` times this process's CPU time instead of wall time)::
+
+    OMP_NUM_THREADS=1 python training/pretrain.py --config synthetic --profile 5 --profile-clock cpu
+
+``train.mixed_precision: bf16`` runs the encoder and the teacher under bf16 autocast (CPU or GPU); superpixel
+pooling and the loss terms always run in fp32, and weights, checkpoints and the exported encoder stay float32.
+
 Several processes on a CPU-only machine: ``accelerate launch --multi_gpu --num_processes 2 training/pretrain.py ...``
 (accelerate's ``--cpu`` flag starts a single process unless an mpirun hostfile is configured).
 
@@ -158,10 +169,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pretrain.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML file or name in training/configs (e.g. synthetic)")
-    parser.add_argument("--output-dir", required=True, help="run folder: checkpoints/, logs/, encoder/")
+    parser.add_argument("--output-dir", default=None, help="run folder: checkpoints/, logs/, encoder/ (required "
+                                                             "unless --profile)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (schedule unchanged)")
+    parser.add_argument("--profile", type=int, nargs="?", const=PROFILE_STEPS, default=None, metavar="N",
+                        help=f"time 1 warm-up step + N steps (default {PROFILE_STEPS}) of this config in the main "
+                             "process (num_workers 0), print where a step's time goes and exit; writes nothing into "
+                             "--output-dir (not needed)")
+    parser.add_argument("--profile-clock", choices=("wall", "cpu"), default="wall",
+                        help="--profile's clock: wall time (default) or this process's CPU time (steadier on a shared "
+                             "machine with one torch thread; CPU only)")
     add_common_arguments(parser)
-    return parse_cli(parser, argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, a in enumerate(argv[:-1]):  # "--profile key=value": the flag without N, not N = "key=value"
+        if a == "--profile" and not argv[i + 1].lstrip("-").isdigit():
+            argv[i] = f"--profile={PROFILE_STEPS}"
+    args = parse_cli(parser, argv)
+    if args.output_dir is None and args.profile is None:
+        parser.error("the following arguments are required: --output-dir (or --profile)")
+    if args.profile is not None and args.profile < 1:
+        parser.error(f"--profile N needs N >= 1, got {args.profile}")
+    return args
+
+
+PROFILE_STEPS = 5
+"""Timed steps of ``--profile`` without a number (after one warm-up step)."""
+
+PROFILE_ROWS = ["data loading", "temporal segments", "point-pixel pairing", "augmentation", "collate + voxelisation",
+                "teacher forward", "3D forward", "superpixel pooling", "losses", "backward", "optimiser step"]
+"""The sections of a pretraining step (:mod:`largead.profiling`), in the order ``--profile`` prints them."""
 
 
 # ----------------------------------------------------------------------------------------------------- building
@@ -227,6 +263,88 @@ def _input_norm(cfg: PretrainConfig, datasets: Sequence[Any], labels: Sequence[s
     return norm
 
 
+@dataclass
+class BuiltRun:
+    """What :func:`build_run` builds: the prepared ``model``, ``optimizer``, ``loader`` and ``scheduler``, the
+    schedule's length ``total`` (optimiser steps) and the ``global_batch`` size."""
+
+    model: Any
+    optimizer: Any
+    loader: Any
+    scheduler: Any
+    total: int
+    global_batch: int
+
+
+def build_run(cfg: PretrainConfig, acc: Any, segment_cache: str | Path | None) -> BuiltRun:
+    """Everything a run needs, prepared by ``acc``: the datasets (and their intensity statistics), the teacher, the
+    encoder, the pretraining dataset and loader (``train.num_workers`` DataLoader workers), optimiser and scheduler.
+    Shared by a normal run and ``--profile``. ``segment_cache``: the folder of cached temporal segments."""
+    import torch
+
+    from largead import LargeADEncoder
+    from largead import trainer as T
+    from largead.pretrain.data import PretrainDataset, collate_pretrain
+    from largead.pretrain.model import PretrainModel
+    from largead.pretrain.multisource import MultiSourceSampler
+    from largead.pretrain.temporal import SegmentCache
+    from largead.superpixels import get_source
+
+    tc = cfg.train
+    datasets, labels = _open_datasets(cfg)
+    input_norm = _input_norm(cfg, datasets, labels)
+    mc = cfg.model
+    enc_cfg = dataclasses.replace(mc, normalize_output=True, input_norm=input_norm)
+    with acc.main_process_first():  # a teacher trained on first use is trained (and cached) once
+        teacher = build_teacher(cfg.teacher, mc.out_channels, datasets)
+    torch.manual_seed(tc.seed)  # identical initial weights whatever the process or cache state
+    encoder = LargeADEncoder(enc_cfg)
+    teacher.head.reset_parameters()
+    model = PretrainModel(encoder, teacher, cfg.objective)
+
+    sources = [get_source(cfg.superpixels.source, **{**cfg.superpixels.options, **d.superpixels})
+               for d in cfg.data]
+    cache = SegmentCache(segment_cache)
+    dataset = PretrainDataset(pairing_datasets(cfg, datasets), sources, cfg.pipeline, cache, seed=tc.seed,
+                              names=labels)
+    sampler = None
+    if len(datasets) > 1:  # the index is grouped by dataset, in config order, as the sampler expects
+        sampler = MultiSourceSampler(dataset.sizes(), [d.ratio for d in cfg.data], seed=tc.seed)
+    collate = functools.partial(collate_pretrain, grid=encoder.grid, feature_mode=mc.feature_mode,
+                                input_norm=input_norm, datasets=labels)
+    loader = T.make_dataloader(dataset, tc.batch_size, collate, seed=tc.seed, num_workers=tc.num_workers,
+                               sampler=sampler)
+    global_batch = tc.batch_size * acc.num_processes * tc.grad_accum
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = T.build_optimizer(params, cfg.optim, global_batch)
+    note = T.lr_note(cfg.optim, global_batch)
+    if note:
+        acc.print(f"pretrain.py: {note}")
+    model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    total = tc.steps if tc.steps is not None else max(1, tc.epochs * len(loader) // tc.grad_accum)
+    scheduler = T.build_scheduler(optimizer, cfg.optim, total)
+    return BuiltRun(model, optimizer, loader, scheduler, total, global_batch)
+
+
+def train_step(acc: Any, model: Any, optimizer: Any, batch: Any, step: int, total: int, out: Path | None) -> dict:
+    """One micro-batch: forward (``progress = step / total`` for L_cdp's warm-up), the finiteness check, backward and
+    the optimiser step (applied by accelerate once per ``grad_accum`` micro-batches); returns the loss terms. Profiled
+    as the sections ``backward`` and ``optimiser step`` (the forward's sections are in the model)."""
+    from largead import trainer as T
+    from largead.profiling import section
+
+    with acc.accumulate(model):
+        terms = model(batch, progress=step / total)  # L_cdp's warm-up reads the schedule
+        loss = terms["loss"]
+        T.check_finite_loss(acc, loss, step, out)
+        with section("backward"):
+            acc.backward(loss)
+        with section("optimiser step"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    return terms
+
+
 # --------------------------------------------------------------------------------------------------------- main
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run (or resume) pretraining; returns ``{"output_dir", "encoder_dir", "steps", "total_steps", "losses",
@@ -239,17 +357,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from accelerate.utils import gather_object
 
-    from largead import LargeADEncoder
     from largead import trainer as T
     from largead.config import ConfigError, check_run_config, config_to_dict
-    from largead.pretrain.data import PretrainDataset, collate_pretrain
-    from largead.pretrain.model import PretrainModel
-    from largead.pretrain.multisource import MultiSourceSampler
-    from largead.pretrain.temporal import SegmentCache
     from largead.runfolder import LOSSES_FILE, LossLog
-    from largead.superpixels import get_source
 
     cfg = load_pretrain_config(args.config, args.overrides)
+    if getattr(args, "profile", None) is not None:
+        return profile(cfg, args.profile, args.config, clock=getattr(args, "profile_clock", "wall"))
     out = Path(args.output_dir)
     tc = cfg.train
     if (tc.steps is None) == (tc.epochs is None):
@@ -278,38 +392,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             T.finish(acc)
             return {**done, "output_dir": str(out), "losses": [], "seconds": 0.0}
 
-        datasets, labels = _open_datasets(cfg)
-        input_norm = _input_norm(cfg, datasets, labels)
-        mc = cfg.model
-        enc_cfg = dataclasses.replace(mc, normalize_output=True, input_norm=input_norm)
-        with acc.main_process_first():  # a teacher trained on first use is trained (and cached) once
-            teacher = build_teacher(cfg.teacher, mc.out_channels, datasets)
-        torch.manual_seed(tc.seed)  # identical initial weights whatever the process or cache state
-        encoder = LargeADEncoder(enc_cfg)
-        teacher.head.reset_parameters()
-        model = PretrainModel(encoder, teacher, cfg.objective)
-
-        sources = [get_source(cfg.superpixels.source, **{**cfg.superpixels.options, **d.superpixels})
-                   for d in cfg.data]
-        cache = SegmentCache(cfg.segment_cache or out / "segment_cache")
-        dataset = PretrainDataset(pairing_datasets(cfg, datasets), sources, cfg.pipeline, cache, seed=tc.seed,
-                                  names=labels)
-        sampler = None
-        if len(datasets) > 1:  # the index is grouped by dataset, in config order, as the sampler expects
-            sampler = MultiSourceSampler(dataset.sizes(), [d.ratio for d in cfg.data], seed=tc.seed)
-        collate = functools.partial(collate_pretrain, grid=encoder.grid, feature_mode=mc.feature_mode,
-                                    input_norm=input_norm, datasets=labels)
-        loader = T.make_dataloader(dataset, tc.batch_size, collate, seed=tc.seed, num_workers=tc.num_workers,
-                                   sampler=sampler)
-        global_batch = tc.batch_size * acc.num_processes * tc.grad_accum
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = T.build_optimizer(params, cfg.optim, global_batch)
-        note = T.lr_note(cfg.optim, global_batch)
-        if note:
-            acc.print(f"pretrain.py: {note}")
-        model, optimizer, loader = acc.prepare(model, optimizer, loader)
-        total = tc.steps if tc.steps is not None else max(1, tc.epochs * len(loader) // tc.grad_accum)
-        scheduler = T.build_scheduler(optimizer, cfg.optim, total)
+        built = build_run(cfg, acc, cfg.segment_cache or out / "segment_cache")
+        model, optimizer, loader, scheduler = built.model, built.optimizer, built.loader, built.scheduler
+        total, global_batch = built.total, built.global_batch
         acc.register_for_checkpointing(scheduler)
 
         if acc.is_main_process:
@@ -325,13 +410,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             seen: list[int] = []
             while step < stop:
                 for batch in T.epoch_batches(acc, loader, epoch, skip):
-                    with acc.accumulate(model):
-                        terms = model(batch, progress=step / total)  # L_cdp's warm-up reads the schedule
-                        loss = terms["loss"]
-                        T.check_finite_loss(acc, loss, step, out)
-                        acc.backward(loss)
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
+                    terms = train_step(acc, model, optimizer, batch, step, total, out)
                     micro.append(torch.stack([terms[k].detach().float() for k in sorted(terms)]))
                     seen.extend(batch.indices)
                     if not acc.sync_gradients:
@@ -387,6 +466,70 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if is_main:
         _print_summary(summary, out, args.max_steps)
     return {"output_dir": str(out), "losses": losses, **summary}
+
+
+def profile(cfg: PretrainConfig, steps: int = PROFILE_STEPS, name: str | None = None, clock: str = "wall"
+            ) -> dict[str, Any]:
+    """``--profile``: build the run as :func:`main` does (:func:`build_run`) with ``train.num_workers`` forced to 0,
+    run 1 warm-up step and ``steps`` timed steps (:func:`train_step`, one micro-batch each), print the table of
+    :class:`largead.profiling.Profiler` (section, ms/step, % of step; ``clock`` ``"wall"`` or ``"cpu"``) and return
+    ``{"rows", "steps", "step_ms", "text"}``.
+
+    Nothing is written into an output folder: the accelerator's project folder and, unless ``segment_cache`` is set,
+    the segment cache are a temporary folder removed at the end (a synthetic teacher trained on first use is still
+    cached where it always is, ``$LARGEAD_CACHE``). Data is loaded in the main process so its time is attributable;
+    in a real run DataLoader workers (``train.num_workers``) load and augment the next batches while this process
+    computes, so the data rows overlap with the compute rows. Temporal segments are computed on first use (the first
+    epoch) and read from the segment cache afterwards."""
+    import tempfile
+
+    import torch
+
+    from largead import trainer as T
+    from largead.profiling import Profiler, section
+
+    if steps < 1:
+        raise ValueError(f"--profile needs at least 1 step, got {steps}")
+    tc = dataclasses.replace(cfg.train, num_workers=0, log_with=None)
+    cfg = dataclasses.replace(cfg, train=tc)
+    with tempfile.TemporaryDirectory(prefix="largead-profile-") as tmp:
+        acc = T.make_accelerator(tmp, tc.mixed_precision, tc.grad_accum, None, tc.seed)
+        on_gpu = acc.device.type == "cuda"
+        try:
+            built = build_run(cfg, acc, cfg.segment_cache or Path(tmp) / "segment_cache")
+            model, optimizer, loader = built.model, built.optimizer, built.loader
+
+            def batches():
+                epoch = 0
+                while True:
+                    yield from T.epoch_batches(acc, loader, epoch)
+                    epoch += 1
+
+            it = batches()
+            prof = Profiler(order=PROFILE_ROWS, clock=clock)
+            with prof:
+                for step in range(steps + 1):
+                    with prof.step():
+                        batch = next(it)
+                        train_step(acc, model, optimizer, batch, min(step, built.total - 1), built.total, None)
+                        with section("optimiser step"):
+                            built.scheduler.step()
+                    if step == 0:
+                        prof.reset()  # the warm-up step (first-call allocations, lazy initialisation) is not timed
+        finally:
+            T.finish(acc)
+    where = "GPU" if on_gpu else f"CPU, {torch.get_num_threads()} thread(s)"
+    head = (f"pretrain.py --profile: {name or cfg.name}, {steps} step(s) timed after 1 warm-up, batch size "
+            f"{tc.batch_size} per step (one micro-batch), mixed precision {tc.mixed_precision}, {where}; "
+            f"{'wall time' if clock == 'wall' else 'CPU time of this process'}.\n"
+            "Data is loaded in the main process (num_workers forced to 0) so its time is attributable: with "
+            "train.num_workers > 0 (and pinned memory on GPU) DataLoader workers prepare the next batches while this "
+            "process computes, so the data rows overlap with the compute rows. Temporal segments are computed on "
+            "first use and read from the segment cache in later epochs.")
+    text = head + "\n\n" + prof.table()
+    print(text, flush=True)
+    return {"rows": prof.rows(), "steps": prof.steps, "step_ms": 1000.0 * prof.step_seconds / prof.steps,
+            "text": text}
 
 
 def _warn_max_steps(max_steps: int | None, total: int, tc: TrainConfig) -> None:
