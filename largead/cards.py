@@ -16,9 +16,10 @@ the driving datasets is published on the Hub by its authors.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 

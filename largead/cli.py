@@ -18,8 +18,8 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 class CLIError(Exception):
@@ -199,7 +199,6 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from largead import load_official_checkpoint
-
     from largead.cards import render_card
     from largead.fileio import atomic_directory
 

@@ -159,9 +159,7 @@ def step_superpixels(cfg: PretrainConfig, out: Path, log: Callable[[str], None])
     """Step 1: ``scripts/generate_superpixels.py`` with the config's source over the camera images of every
     pretraining dataset, into ``out/superpixels``. Returns ``(superpixel root, tag, maps)``."""
     from largead.config import format_override
-    from largead.superpixels import get_source
-
-    from largead.superpixels import generate
+    from largead.superpixels import generate, get_source
     sp_root = out / "superpixels"
     log(f"\n[1/4] superpixels: scripts/generate_superpixels.py --source {cfg.superpixels.source} "
         f"{format_override(cfg.superpixels.options)} on the camera images of the pretraining data -> {sp_root}")
@@ -213,9 +211,8 @@ def step_linear_probe(plan: DemoPlan, cfg: PretrainConfig, run: dict[str, Any], 
     """Step 3: linear probes of the pretrained encoder and of a random-init one (same architecture, same budget) on
     labelled frames of the pretraining world's LiDAR; both mIoUs go into the card of the checkpoint
     (``run["encoder_dir"]``). Returns ``({"pretrained": results, "random": results}, validation reader options)``."""
-    from largead.cards import set_card_section
+    from largead.cards import set_card_section, update_card_results
     from largead.config import format_override
-    from largead.cards import update_card_results
     from largead.training.probe import linear_probe
 
     checkpoint = Path(run["encoder_dir"])

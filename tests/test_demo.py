@@ -20,10 +20,10 @@ def test_quick_demo_end_to_end(tmp_path: Path, monkeypatch) -> None:
     from PIL import Image
 
     from largead import LargeADEncoder
+    from largead.config import ConfigMismatchError
     from largead.data import get_dataset
     from largead.hub import validate_folder
     from largead.superpixels import get_source, load_superpixels
-    from largead.config import ConfigMismatchError
 
     monkeypatch.setenv("LARGEAD_CACHE", str(tmp_path / "cache"))  # the synthetic teacher is trained into here
     out = tmp_path / "demo"

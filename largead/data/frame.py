@@ -69,7 +69,7 @@ class Frame:
     def num_points(self) -> int:
         return int(self.points.shape[0])
 
-    def validate(self, source: str = "frame") -> "Frame":
+    def validate(self, source: str = "frame") -> Frame:
         """Check shapes, dtypes and finiteness; raise ``ValueError`` naming ``source`` and the problem."""
         from largead.data.geometry import check_rigid  # local: geometry imports this module
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 from largead.data.frame import IGNORE_INDEX, Frame
 
-_REGISTRY: dict[str, type["LidarDataset"]] = {}
+_REGISTRY: dict[str, type[LidarDataset]] = {}
 
 # Modules that register readers on import; get_dataset/list_datasets import them on first use.
 _READER_MODULES = (

@@ -188,11 +188,10 @@ class SegmentationModel(nn.Module):
         """Write the model as a LargeADEncoder folder (``out_channels = C``, unnormalised) + ``segmentation.json`` +
         a segmentation model card (:func:`largead.cards.render_card`); ``metadata`` (``dataset``,
         ``label_fraction``, ``pretrained``...) goes into ``segmentation.json`` and the card."""
+        from largead.cards import render_card
         from largead.models.encoder import (
             LargeADEncoder,  # local: encoder imports heavy hub machinery
         )
-
-        from largead.cards import render_card
 
         folder = Path(folder)
         cfg = dataclasses.replace(self.encoder.config, out_channels=self.num_classes, normalize_output=False)

@@ -207,7 +207,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         sources = list(superpixels) if isinstance(superpixels, (list, tuple)) else [superpixels] * len(self.datasets)
         if len(sources) != len(self.datasets):
             raise ValueError(f"got {len(sources)} superpixel sources for {len(self.datasets)} datasets")
-        for d, name in zip(self.datasets, self.names):
+        for d, name in zip(self.datasets, self.names, strict=True):
             if not getattr(d, "has_cameras", True):
                 raise ValueError(f"dataset {name!r} has no cameras: image-to-LiDAR pretraining needs calibrated images")
             if config.temporal and not getattr(d, "temporal", True):
@@ -335,7 +335,7 @@ def _collate_pretrain(samples: Sequence[PretrainSample], grid: VoxelGrid, featur
         raise ValueError("collate_pretrain: mixing samples with and without a next frame")
     scans = [s.points for s in samples] + ([s.next_points for s in samples] if temporal else [])
     scan_names = [s.dataset for s in samples] * (2 if temporal else 1)
-    feats = [input_features(p, feature_mode, input_norm, n) for p, n in zip(scans, scan_names)]
+    feats = [input_features(p, feature_mode, input_norm, n) for p, n in zip(scans, scan_names, strict=True)]
     voxels = batch_voxelize([torch.as_tensor(p[:, :3]) for p in scans], grid, features=feats)
     try:
         scan_dataset = torch.tensor([names.index(n) for n in scan_names], dtype=torch.int64)
@@ -347,7 +347,7 @@ def _collate_pretrain(samples: Sequence[PretrainSample], grid: VoxelGrid, featur
     for s in samples:
         if len(s.images) != len(s.superpixels):
             raise ValueError(f"{s.dataset} frame {s.token}: {len(s.images)} images but {len(s.superpixels)} maps")
-    for k, (im, m) in enumerate(zip(images, maps)):
+    for k, (im, m) in enumerate(zip(images, maps, strict=True)):
         if im.ndim != 3 or im.shape[2] != 3 or m.shape != im.shape[:2]:
             raise ValueError(f"collate_pretrain: image {k} is {im.shape} with a {m.shape} superpixel map; expected "
                              "(H, W, 3) and (H, W)")

@@ -62,7 +62,7 @@ class VoxelBatch:
     def batch_size(self) -> int:
         return int(self.point_offsets.numel() - 1)
 
-    def to(self, device: torch.device | str) -> "VoxelBatch":
+    def to(self, device: torch.device | str) -> VoxelBatch:
         return VoxelBatch(*(t.to(device) for t in (self.coords, self.feats, self.inverse, self.first_index,
                                                    self.point_offsets, self.voxel_offsets)))
 

@@ -158,9 +158,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate; returns the results dict (also written to JSON by the main process)."""
     from accelerate import Accelerator
 
+    from largead.cards import update_card_results
     from largead.config import parse_overrides
     from largead.data.registry import get_dataset
-    from largead.cards import update_card_results
     from largead.evaluation.report import write_results
     from largead.models.heads import SEGMENTATION_FILE, SegmentationModel
 

@@ -245,7 +245,7 @@ def pairing_datasets(cfg: PretrainConfig, datasets: Sequence[Any]) -> list[Any]:
     from largead.evaluation.calibration import PerturbedExtrinsics
 
     return [PerturbedExtrinsics(ds, d.calibration_error, seed=cfg.train.seed) if d.calibration_error else ds
-            for d, ds in zip(cfg.data, datasets)]
+            for d, ds in zip(cfg.data, datasets, strict=True)]
 
 
 def _input_norm(cfg: PretrainConfig, datasets: Sequence[Any], labels: Sequence[str]) -> dict[str, list[float]]:
@@ -255,7 +255,7 @@ def _input_norm(cfg: PretrainConfig, datasets: Sequence[Any], labels: Sequence[s
     if not cfg.normalize_inputs:
         return {}
     norm = {}
-    for dcfg, ds, label in zip(cfg.data, datasets, labels):
+    for dcfg, ds, label in zip(cfg.data, datasets, labels, strict=True):
         if dcfg.input_norm is not None:
             norm[label] = [float(v) for v in dcfg.input_norm]
             continue
@@ -424,7 +424,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                             acc.init_trackers("pretrain")
                         run.commit()
                     mean = acc.reduce(torch.stack(micro).mean(0), reduction="mean")
-                    logs: dict[str, Any] = {k: float(v) for k, v in zip(sorted(terms), mean.tolist())}
+                    logs: dict[str, Any] = {k: float(v) for k, v in zip(sorted(terms), mean.tolist(), strict=True)}
                     logs["lr"] = scheduler.get_last_lr()[0]
                     # which samples each process used in this step, and a checksum of each replica's weights
                     logs["samples"] = gather_object([seen])

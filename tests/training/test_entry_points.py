@@ -29,9 +29,9 @@ def _tree(folder: Path) -> list[str] | None:
 
 @pytest.fixture(scope="module")
 def segmentation_model(tmp_path_factory) -> Path:
+    from largead.data.synthetic import SYNTHETIC_CLASSES
     from largead.models.encoder import LargeADConfig, LargeADEncoder
     from largead.models.heads import SegmentationModel
-    from largead.data.synthetic import SYNTHETIC_CLASSES
 
     folder = tmp_path_factory.mktemp("seg") / "model"
     torch.manual_seed(0)

@@ -18,7 +18,6 @@ from largead.data.registry import get_dataset
 from largead.data.synthetic import SYNTHETIC_CLASSES
 from largead.models.encoder import LargeADConfig, LargeADEncoder
 from largead.models.heads import SegmentationModel
-
 from largead.training import evaluate
 
 REPO = Path(__file__).resolve().parents[2]
