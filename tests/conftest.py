@@ -26,6 +26,36 @@ def pytest_configure(config) -> None:
     torch.set_num_threads(int(threads))
 
 
+@pytest.fixture
+def read_only_checkpoints(monkeypatch):
+    """``make(run_dir)``: new checkpoints under ``run_dir/checkpoints`` cannot be written, the way a read-only mount
+    refuses them (chmod 0o555; as root, which writes through permissions, ``Path.mkdir`` of a ``.tmp-checkpoint-*``
+    folder raises EROFS). The folder's mode is restored at teardown."""
+    import errno
+    from pathlib import Path
+
+    made: list[Path] = []
+
+    def make(run_dir) -> None:
+        folder = Path(run_dir) / "checkpoints"
+        made.append(folder)
+        if os.geteuid() != 0:
+            os.chmod(folder, 0o555)
+            return
+        real_mkdir = Path.mkdir
+
+        def read_only(self, *args, **kwargs):
+            if self.name.startswith(".tmp-checkpoint-"):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+            return real_mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", read_only)
+
+    yield make
+    for folder in made:
+        os.chmod(folder, 0o755)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Official-layout samples of every dataset (written once per session / xdist worker; never modify them in a test:
 # copy what you need to break). See largead.data.export.samples and docs/datasets.md.

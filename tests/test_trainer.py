@@ -336,27 +336,14 @@ def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
     assert _checkpoint_names(run) == ["checkpoint-1", "checkpoint-2"]
 
 
-def test_read_only_output_is_one_line_and_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+def test_read_only_output_is_one_line_and_leaves_the_previous_checkpoint(tmp_path, read_only_checkpoints):
     run = tmp_path / "run"
     _train(run, 2)
-    if os.geteuid() != 0:
-        os.chmod(run / "checkpoints", 0o555)
-    else:  # root writes through chmod: make the file system refuse the way a read-only mount does
-        real_mkdir = Path.mkdir
-
-        def read_only(self, *args, **kwargs):
-            if self.name.startswith(".tmp-checkpoint-"):
-                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
-            return real_mkdir(self, *args, **kwargs)
-
-        monkeypatch.setattr(Path, "mkdir", read_only)
-    try:
-        with pytest.raises(T.CheckpointWriteError, match=rf"^cannot write to {run / 'checkpoints'} \((permission "
-                                                         r"denied|read-only file system)\) while writing checkpoint 3; "
-                                                         "the previous checkpoint checkpoint-2 is intact$"):
-            _train(run, 3)
-    finally:
-        os.chmod(run / "checkpoints", 0o755)
+    read_only_checkpoints(run)
+    with pytest.raises(T.CheckpointWriteError, match=rf"^cannot write to {run / 'checkpoints'} \((permission "
+                                                     r"denied|read-only file system)\) while writing checkpoint 3; "
+                                                     "the previous checkpoint checkpoint-2 is intact$"):
+        _train(run, 3)
     assert _checkpoint_names(run) == ["checkpoint-1", "checkpoint-2"]
 
 

@@ -331,26 +331,12 @@ def test_full_disk_is_one_line_leaves_no_partial_folder_and_resumes(reference, t
 
 
 @pytest.mark.slow
-def test_read_only_output_is_one_line_and_leaves_the_previous_checkpoint(reference, tmp_path, monkeypatch, cache):
-    import errno
-
+def test_read_only_output_is_one_line_and_leaves_the_previous_checkpoint(reference, tmp_path, monkeypatch, cache,
+                                                                         read_only_checkpoints):
     monkeypatch.setenv("LARGEAD_CACHE", str(cache))
     out = _unfinished_copy(reference, tmp_path / "run", drop_checkpoint_4=True)
-    if os.geteuid() != 0:
-        os.chmod(out / "checkpoints", 0o555)
-    else:  # root writes through chmod: refuse the way a read-only mount does
-        real_mkdir = Path.mkdir
-
-        def read_only(self, *args, **kwargs):
-            if self.name.startswith(".tmp-checkpoint-"):
-                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
-            return real_mkdir(self, *args, **kwargs)
-
-        monkeypatch.setattr(Path, "mkdir", read_only)
-    try:
-        code, _, err = _run(out)
-    finally:
-        os.chmod(out / "checkpoints", 0o755)
+    read_only_checkpoints(out)
+    code, _, err = _run(out)
     (line,) = _errors(err)
     assert code == 1 and f"cannot write to {out / 'checkpoints'} (" in line
     assert line.split(") while writing checkpoint 4; the previous checkpoint checkpoint-3 is intact")[0].endswith(
