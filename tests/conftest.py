@@ -56,6 +56,57 @@ def read_only_checkpoints(monkeypatch):
         os.chmod(folder, 0o755)
 
 
+@pytest.fixture
+def full_disk_on_optimizer(monkeypatch):
+    """``install()``: from then on, ``torch.save`` of an ``optimizer.bin`` writes half the file and raises ENOSPC (the
+    disk fills up in the middle of a checkpoint); returns the real ``torch.save`` (``monkeypatch`` restores it at
+    teardown, or set it back earlier)."""
+    import errno
+    import io
+    from pathlib import Path
+
+    import torch
+
+    def install():
+        real = torch.save
+
+        def full_disk(obj, f, *args, **kwargs):
+            if str(f).endswith("optimizer.bin"):
+                buf = io.BytesIO()
+                real(obj, buf, *args, **kwargs)
+                Path(f).write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
+            return real(obj, f, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", full_disk)
+        return real
+
+    return install
+
+
+def damage_file(path, how: str) -> None:
+    """Damage a checkpoint file: ``truncated`` (half), ``zeroed`` (same size), ``removed``, or ``flipped`` (one bit of
+    silent rot, same size)."""
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "zeroed":
+        path.write_bytes(bytes(path.stat().st_size))
+    elif how == "removed":
+        path.unlink()
+    elif how == "flipped":
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 1
+        path.write_bytes(bytes(data))
+    else:
+        raise ValueError(f"unknown damage {how!r}")
+
+
+@pytest.fixture
+def damage():
+    """:func:`damage_file`, for tests in any folder."""
+    return damage_file
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Official-layout samples of every dataset (written once per session / xdist worker; never modify them in a test:
 # copy what you need to break). See largead.data.export.samples and docs/datasets.md.

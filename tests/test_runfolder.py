@@ -89,19 +89,6 @@ def _checkpoint(folder: Path) -> Path:
     return folder
 
 
-def _damage(path: Path, how: str) -> None:
-    if how == "truncated":
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    elif how == "zeroed":
-        path.write_bytes(bytes(path.stat().st_size))
-    elif how == "removed":
-        path.unlink()
-    elif how == "flipped":  # one bit of silent rot, same size
-        data = bytearray(path.read_bytes())
-        data[len(data) // 2] ^= 1
-        path.write_bytes(bytes(data))
-
-
 def test_manifest_records_every_file_and_verifies(tmp_path):
     folder = _checkpoint(tmp_path / "checkpoint-3")
     manifest = R.verify_checkpoint(folder)
@@ -120,9 +107,9 @@ def test_manifest_records_every_file_and_verifies(tmp_path):
                                         ("zeroed", "does not match its checksum"),
                                         ("flipped", "does not match its checksum"),
                                         ("removed", "is missing")])
-def test_each_damaged_file_fails_verification(tmp_path, name, how, reason):
+def test_each_damaged_file_fails_verification(tmp_path, name, how, reason, damage):
     folder = _checkpoint(tmp_path / "checkpoint-3")
-    _damage(folder / name, how)
+    damage(folder / name, how)
     with pytest.raises(R.CheckpointError, match=rf"^{name} {reason}"):
         R.verify_checkpoint(folder)
 

@@ -5,13 +5,10 @@ test_config.py."""
 
 from __future__ import annotations
 
-import errno
-import io
 import json
 import math
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,15 +187,6 @@ def _state(out, step):
     return {k: v["sha256"] for k, v in files.items() if not k.startswith("random_states")}
 
 
-def _damage(path, how):
-    if how == "truncated":
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    elif how == "zeroed":
-        path.write_bytes(bytes(path.stat().st_size))
-    elif how == "removed":
-        path.unlink()
-
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """An uninterrupted 7-step toy run and a run stopped at step 5 (checkpoints 4 and 5)."""
@@ -215,12 +203,12 @@ def _fallback_lines(err):
 @pytest.mark.parametrize("name", ["model.safetensors", "optimizer.bin", "random_states_0.pkl", "custom_state_0.json",
                                   "manifest.json"])
 @pytest.mark.parametrize("how", ["truncated", "zeroed", "removed"])
-def test_damaged_latest_checkpoint_falls_back_bit_identically(toy, tmp_path, capsys, name, how):
+def test_damaged_latest_checkpoint_falls_back_bit_identically(toy, tmp_path, capsys, name, how, damage):
     full, part, m_full = toy
     run, hand = tmp_path / "run", tmp_path / "hand"
     shutil.copytree(part, run)
     shutil.copytree(part, hand)
-    _damage(run / "checkpoints" / "checkpoint-5" / name, how)
+    damage(run / "checkpoints" / "checkpoint-5" / name, how)
     capsys.readouterr()
     losses, seen, model = _train(run, 7)
     (line,) = _fallback_lines(capsys.readouterr().err)
@@ -246,15 +234,15 @@ def test_empty_or_unfinished_checkpoint_folder_is_skipped(toy, tmp_path, capsys)
     assert _state(run, 7) == _state(full, 7)
 
 
-def test_no_verifiable_checkpoint_and_explicit_damaged_one_are_errors(toy, tmp_path, capsys):
+def test_no_verifiable_checkpoint_and_explicit_damaged_one_are_errors(toy, tmp_path, capsys, damage):
     _, part, _ = toy
     run = tmp_path / "run"
     shutil.copytree(part, run)
-    _damage(run / "checkpoints" / "checkpoint-5" / "model.safetensors", "zeroed")
+    damage(run / "checkpoints" / "checkpoint-5" / "model.safetensors", "zeroed")
     with pytest.raises(T.CheckpointError, match=r"cannot resume from .*checkpoint-5: model.safetensors does not "
                                                 r"match its checksum"):
         _train(run, 7, resume="checkpoint-5")  # asked for by name: no fallback
-    _damage(run / "checkpoints" / "checkpoint-4" / "optimizer.bin", "truncated")
+    damage(run / "checkpoints" / "checkpoint-4" / "optimizer.bin", "truncated")
     with pytest.raises(T.CheckpointError, match=r"no checkpoint in .* can be resumed from: checkpoint-5 \(model"
                                                 r".*checkpoint-4 \(optimizer.bin has \d+ bytes"):
         _train(run, 7)
@@ -297,21 +285,12 @@ def _checkpoint_names(run):
     return sorted(p.name for p in (run / "checkpoints").iterdir())
 
 
-def test_full_disk_mid_write_leaves_the_previous_checkpoint_and_resumes(toy, tmp_path, monkeypatch):
+def test_full_disk_mid_write_leaves_the_previous_checkpoint_and_resumes(toy, tmp_path, monkeypatch,
+                                                                        full_disk_on_optimizer):
     full, _, m_full = toy
     run = tmp_path / "run"
     _train(run, 2)
-    real = torch.save
-
-    def full_disk(obj, f, *args, **kwargs):  # the writer fills the disk half-way through optimizer.bin
-        if str(f).endswith("optimizer.bin"):
-            buf = io.BytesIO()
-            real(obj, buf, *args, **kwargs)
-            Path(f).write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
-        return real(obj, f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", full_disk)
+    full_disk_on_optimizer()  # the writer fills the disk half-way through optimizer.bin
     with pytest.raises(T.CheckpointWriteError) as info:
         _train(run, 4)
     assert str(info.value) == (f"no space left on {run / 'checkpoints'} while writing checkpoint 3; the previous "

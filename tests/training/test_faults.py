@@ -299,23 +299,12 @@ def test_poisoned_pickles_are_refused_and_never_run(reference, tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_full_disk_is_one_line_leaves_no_partial_folder_and_resumes(reference, tmp_path, monkeypatch, cache):
-    import errno
-    import io
+def test_full_disk_is_one_line_leaves_no_partial_folder_and_resumes(reference, tmp_path, monkeypatch, cache,
+                                                                   full_disk_on_optimizer):
 
     monkeypatch.setenv("LARGEAD_CACHE", str(cache))
     out = _unfinished_copy(reference, tmp_path / "run", drop_checkpoint_4=True)
-    real = torch.save
-
-    def full_disk(obj, f, *args, **kwargs):  # the disk fills up half-way through optimizer.bin
-        if str(f).endswith("optimizer.bin"):
-            buf = io.BytesIO()
-            real(obj, buf, *args, **kwargs)
-            Path(f).write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
-        return real(obj, f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", full_disk)
+    real = full_disk_on_optimizer()  # the disk fills up half-way through optimizer.bin
     code, _, err = _run(out)
     (line,) = _errors(err)
     assert code == 1 and line.startswith(f"pretrain.py: error: no space left on "
