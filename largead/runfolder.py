@@ -444,6 +444,15 @@ def describe_write_error(err: BaseException, where: str | os.PathLike, what: str
     return f"writing {what} to {where} failed ({type(err).__name__}: {detail}); {intact}"
 
 
+def run_write_error(err: BaseException, where: str | os.PathLike, what: str,
+                    output_dir: str | os.PathLike) -> RunWriteError:
+    """:class:`RunWriteError` for a write that failed during a run in ``output_dir``
+    (:func:`describe_write_error`), saying which checkpoint is intact (the newest one) or that none was saved yet."""
+    last = list_checkpoints(output_dir)[-1:]
+    intact = f"the previous checkpoint {last[0][1].name} is intact" if last else "no checkpoint was saved yet"
+    return RunWriteError(describe_write_error(err, where, what, intact))
+
+
 # ------------------------------------------------------------------------------------------------------ losses log
 
 
@@ -537,6 +546,7 @@ __all__ = [
     "RunLockedError",
     "RunWriteError",
     "adopt_checkpoint",
+    "run_write_error",
     "check_pickles",
     "checkpoint_size",
     "checkpoint_step",

@@ -268,7 +268,7 @@ def main(args: argparse.Namespace) -> Path:
     ``divergence_factor``) raises :class:`~largead.trainer.TrainingDivergedError` without writing the final model, so
     no metric is ever computed from it; its checkpoints stay for inspection."""
     from largead.models.losses import SegmentationLoss
-    from largead.runfolder import LOSSES_FILE, LossLog
+    from largead.runfolder import LOSSES_FILE, LossLog, run_write_error
 
     cfg = load_run_config(args)
     out = Path(args.output_dir)
@@ -355,7 +355,7 @@ def main(args: argparse.Namespace) -> Path:
                     try:
                         log.append(record)
                     except OSError as err:
-                        raise _write_error(err, log.path, f"step {step} of {LOSSES_FILE}", out) from err
+                        raise run_write_error(err, log.path, f"step {step} of {LOSSES_FILE}", out) from err
                     if step % cfg.checkpointing_steps == 0 or step == total:
                         log.sync()
                         trainer.save_checkpoint(acc, out, step, cfg.total_limit)
@@ -391,18 +391,10 @@ def main(args: argparse.Namespace) -> Path:
                         pretrained=cfg.pretrained, steps=step)
                 atomic_write_json(out / SUMMARY_FILE, summary)
             except (OSError, RuntimeError) as err:
-                raise _write_error(err, out, "the final model", out) from err
+                raise run_write_error(err, out, "the final model", out) from err
         trainer.finalize_checkpoints(acc, out, cfg.total_limit, finished=step >= total)
         trainer.finish(acc)
     return final
-
-
-def _write_error(err: BaseException, where: Path, what: str, out: Path) -> Exception:
-    from largead.runfolder import RunWriteError, describe_write_error, list_checkpoints
-
-    last = list_checkpoints(out)[-1:]
-    intact = f"the checkpoint {last[0][1].name} is intact" if last else "no checkpoint was saved yet"
-    return RunWriteError(describe_write_error(err, where, what, intact))
 
 
 def _finished(out: Path, total: str | None) -> dict[str, Any] | None:

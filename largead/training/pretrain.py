@@ -564,14 +564,12 @@ def _finished(out: Path, max_steps: int | None, total: int | str | None) -> dict
 
 def _append(log: Any, record: dict[str, Any], out: Path, step: int) -> None:
     """One line of ``losses.jsonl``; a full or read-only disk is one line naming the intact checkpoint."""
-    from largead.runfolder import RunWriteError, describe_write_error, list_checkpoints
+    from largead.runfolder import run_write_error
 
     try:
         log.append(record)
     except OSError as err:
-        last = list_checkpoints(out)[-1:]
-        intact = f"the previous checkpoint {last[0][1].name} is intact" if last else "no checkpoint was saved yet"
-        raise RunWriteError(describe_write_error(err, log.path, f"step {step} of losses.jsonl", intact)) from err
+        raise run_write_error(err, log.path, f"step {step} of losses.jsonl", out) from err
 
 
 def _export(encoder: Any, encoder_dir: Path, recipe: dict[str, Any], cfg: PretrainConfig, summary: dict[str, Any],
