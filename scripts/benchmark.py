@@ -132,7 +132,7 @@ def run_case(spec: dict) -> dict:
         elif mode == "forward":
             with torch.no_grad():
                 if torch_backend:
-                    with fused_inference(net, dtype, pairs):
+                    with fused_inference(net, dtype, pairs, inplace_relu=True, inplace_add=True):
                         net(ops.sparse_input(coords, feats))
                 else:
                     net(ops.sparse_input(coords, feats))

@@ -446,7 +446,7 @@ class LargeADEncoder(
                 raise ValueError(f"the {self.backend} backend runs in float32 only; use precision='fp32'")
             context = contextlib.nullcontext()
         elif not self.training and not torch.is_grad_enabled():
-            context = fused_inference(self, dtype, self.conv_bn_pairs(), inplace_relu=True)
+            context = fused_inference(self, dtype, self.conv_bn_pairs(), inplace_relu=True, inplace_add=True)
         elif dtype != param_dtype:
             context = torch.autocast(device.type, dtype=dtype)
         else:
@@ -501,7 +501,7 @@ class LargeADEncoder(
             per_voxel = self._run(batch.coords, batch.feats, decoder_only=False, dtype=dtype)
             if self.config.normalize_output:
                 per_voxel = torch.nn.functional.normalize(per_voxel, p=2, dim=1)
-            per_point = per_voxel[batch.inverse]
+            per_point = per_voxel.index_select(0, batch.inverse)
         if single:
             return per_point
         return list(torch.split(per_point, torch.diff(batch.point_offsets).tolist()))

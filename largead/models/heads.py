@@ -158,7 +158,7 @@ class SegmentationModel(nn.Module):
 
     def point_logits(self, batch: VoxelBatch) -> torch.Tensor:
         """Per-point logits (N, num_classes): voxel logits mapped back through ``batch.inverse``."""
-        return self(batch)[batch.inverse]
+        return self(batch).index_select(0, batch.inverse)
 
     def head_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.final.parameters())

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from largead.sparse import BatchNorm, Conv3d, ConvTranspose3d, ReLU, SparseTensor, cat
+from largead.sparse.nn import residual_add
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,7 @@ class TorchOps:
         return cat(a, b)
 
     def add(self, a: SparseTensor, b: SparseTensor) -> SparseTensor:
-        if a.coordinate_set is not b.coordinate_set:
-            raise ValueError("residual add needs both tensors on the same coordinates")
-        return a.replace(a.F + b.F)
+        return residual_add(a, b)
 
     def sparse_input(self, coords: torch.Tensor, feats: torch.Tensor) -> SparseTensor:
         return SparseTensor(feats, coords)

@@ -156,9 +156,17 @@ def _forward_padded(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
         out = feats.new_zeros(kmap.n_out, c_out)
         return out if bias is None else out.add_(bias)
     prods = _workspace("prod", (layout.total, c_out), feats)
-    for (k, _, p, base), idx in zip(layout.groups, layout.gather, strict=True):  # loop over kernel offsets (<= 27)
-        rows = torch.index_select(feats, 0, idx, out=_workspace("gather", (p, c_in), feats))
-        torch.mm(rows, weight[k], out=prods[base:base + p])
+    batched = len(layout.batches) < len(layout.groups)
+    kernels = weight.index_select(0, layout.kernel_order) if batched else None
+    for start, stop, p, base in layout.batches:  # loop over batches of kernel offsets (<= 27)
+        n = (stop - start) * p
+        rows = torch.index_select(feats, 0, layout.gather_index[base:base + n],
+                                  out=_workspace("gather", (n, c_in), feats))
+        if stop - start == 1:
+            torch.mm(rows, weight[layout.groups[start][0]], out=prods[base:base + n])
+        else:
+            torch.bmm(rows.view(stop - start, p, c_in), kernels[start:stop],
+                      out=prods[base:base + n].view(stop - start, p, c_out))
     if layout.identity_base is not None:
         bucketed_mm(feats, weight[kmap.identity], prods[layout.identity_base:], bias)
         bias = None

@@ -142,7 +142,7 @@ def clear_inference_cache(model: nn.Module) -> None:
 @contextlib.contextmanager
 def fused_inference(model: nn.Module, dtype: torch.dtype = torch.float32,
                     pairs: Iterable[tuple[nn.Module, nn.Module]] = (),
-                    inplace_relu: bool = False) -> Iterator[FusedPlan]:
+                    inplace_relu: bool = False, inplace_add: bool = False) -> Iterator[FusedPlan]:
     """Run ``model``'s sparse layers with cached ``dtype`` weights and the given ``(conv, batchnorm)`` pairs folded.
 
     Each pair must be a convolution whose output goes *only* into that BatchNorm (the caller's structural
@@ -150,7 +150,9 @@ def fused_inference(model: nn.Module, dtype: torch.dtype = torch.float32,
     supported: the model must be in eval mode, and the fast path is taken only while gradients are disabled
     (otherwise layers run as usual). Inputs are cast to ``dtype`` by the first convolution. ``inplace_relu``: the
     model's sparse ReLUs overwrite their input (the caller vouches that no ReLU input is used elsewhere, as in
-    MinkUNet, where they follow a convolution, a folded BatchNorm or a residual sum). The plan is active for the
+    MinkUNet, where they follow a convolution, a folded BatchNorm or a residual sum). ``inplace_add``: residual sums
+    (:func:`largead.sparse.nn.residual_add`) overwrite their first operand (the caller vouches that it is the
+    block's branch output, used nowhere else, as in MinkUNet's blocks). The plan is active for the
     calling thread only (other threads running the same model meanwhile use the plain layers) and yielded.
     """
     if model.training:
@@ -177,6 +179,7 @@ def fused_inference(model: nn.Module, dtype: torch.dtype = torch.float32,
     plan.folded = {id(bn) for bn in bns}
     if inplace_relu:
         plan.inplace = {id(m) for m in model.modules() if isinstance(m, ReLU)}
+    plan.inplace_add = bool(inplace_add)
     previous = set_plan(plan)
     try:
         yield plan

@@ -107,6 +107,8 @@ class CoordinateSet:
                 f"coordinate extents {ext_list} (batch, x, y, z) are too large to pack into one int64 key; "
                 "coordinates must span less than 2^62 cells in total")
         keys = _pack(c, lo, ext)
+        if bool((keys[1:] > keys[:-1]).all()):  # already sorted and unique (strided and voxelised sets are)
+            return _Index(lo, ext, keys, keys, torch.arange(keys.numel(), device=keys.device))
         sorted_keys, perm = torch.sort(keys)
         dup = sorted_keys[1:] == sorted_keys[:-1]
         if bool(dup.any()):
@@ -178,50 +180,75 @@ class Reduction:
 class PaddedLayout:
     """Where each pair's product goes when products run in padded ("bucketed") shapes (reduced precision on CPU).
 
-    The products buffer holds ``total`` rows. Offset ``k`` of ``groups`` ``(k, m, p, base)`` has ``m`` pairs padded
-    to ``p`` rows at rows ``base .. base + p``; ``gather[g]`` (``p`` input rows, padding repeats row 0, whose
-    products are never summed) and :meth:`grad_gather` (the output rows, for gradients) list the rows to gather.
-    The identity offset (if any) owns rows ``identity_base .. identity_base + n_in``. :meth:`to_out` /
-    :meth:`to_in` sum the real rows into output / input rows, the identity included. Built once per kernel map;
-    the backward-only parts on first use.
+    The products buffer holds ``total`` rows. Offsets with pairs are ordered by pair count (largest first) and cut
+    into ``batches`` ``(start, stop, p, base)``: offsets ``groups[start:stop]`` each padded to the same ``p`` rows
+    (a bucket size), one after another from row ``base``, so one batched product (``bmm``) serves them all (on
+    CPU a reduced-precision product costs ~20 us per call whatever its size, more than padding a few hundred
+    rows). An offset joins the current batch while the batch's ``p`` exceeds the offset's own bucket by at most
+    ``slack`` rows (or a quarter of ``p``), and while the batch stays within ``max_rows`` rows. ``groups``
+    ``(k, m, p, base)`` describe each offset (``m`` pairs at rows ``base .. base + p``); ``kernel_order`` (a
+    tensor) lists their kernel indices in buffer order. ``gather_index`` (``identity_base`` rows) holds the input
+    row of every product row (padding rows repeat row 0; their products are never summed), ``gather[g]`` is its
+    slice for group ``g``, and :meth:`grad_gather` lists the output rows per group (for gradients). The identity
+    offset (if any) owns rows ``identity_base .. identity_base + n_in``. :meth:`to_out` / :meth:`to_in` sum the real
+    rows into output / input rows, the identity included. Built once per kernel map; backward-only parts on first
+    use.
     """
 
-    def __init__(self, km: KernelMap, bucket: Callable[[int], int]) -> None:
+    def __init__(self, km: KernelMap, bucket: Callable[[int], int], slack: int = 512,
+                 max_rows: int = 1 << 16, frac: int = 8) -> None:
         kv = km.kernel_volume
         counts = [km.ptr[k + 1] - km.ptr[k] for k in range(kv)]
+        order = sorted((k for k in range(kv) if counts[k]), key=lambda k: -counts[k])  # loop over offsets (<= 27)
         self.groups: list[tuple[int, int, int, int]] = []
+        self.batches: list[tuple[int, int, int, int]] = []
         base = 0
-        for k in range(kv):  # loop over kernel offsets (<= 27)
-            if counts[k]:
-                p = bucket(counts[k])
-                self.groups.append((k, counts[k], p, base))
-                base += p
-        self.identity_base = None
+        i = 0
+        while i < len(order):  # loop over kernel offsets, not pairs
+            p = bucket(counts[order[i]])
+            j = i + 1
+            while (j < len(order) and (j - i + 1) * p <= max_rows
+                   and p - bucket(counts[order[j]]) <= max(slack, p // frac)):
+                j += 1
+            start = len(self.groups)
+            for t in range(i, j):
+                self.groups.append((order[t], counts[order[t]], p, base + (t - i) * p))
+            self.batches.append((start, len(self.groups), p, base))
+            base += (j - i) * p
+            i = j
+        self.identity_base = base
         if km.identity is not None:
-            self.identity_base = base
             base += km.n_in
+        else:
+            self.identity_base = None
         self.total = base
         self._km = km
         device = km.in_idx.device
+        self.kernel_order = torch.tensor([g[0] for g in self.groups], dtype=torch.int64, device=device)
         shift = torch.zeros(kv, dtype=torch.int64)
         for k, _, _, gbase in self.groups:
             shift[k] = gbase - km.ptr[k]
         n_pairs = km.ptr[-1]
         self.position = torch.arange(n_pairs, device=device) + torch.repeat_interleave(
             shift.to(device), torch.tensor(counts, device=device), output_size=n_pairs)
-        self.gather = [self._padded_rows(km.in_idx, k, m, p) for k, m, p, _ in self.groups]
+        self.gather_index = self._scatter_rows(km.in_idx)
+        self.gather = [self.gather_index[base:base + p] for _, _, p, base in self.groups]
         self._grad_gather: list[torch.Tensor] | None = None
         self._to_out: Reduction | None = None
         self._to_in: Reduction | None = None
 
-    def _padded_rows(self, idx: torch.Tensor, k: int, m: int, p: int) -> torch.Tensor:
-        rows = idx[self._km.ptr[k]:self._km.ptr[k + 1]]
-        return rows if p == m else torch.cat([rows, rows.new_zeros(p - m)])
+    def _scatter_rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """``idx`` (one entry per pair) laid out on the padded product rows (padding rows get row 0)."""
+        n_rows = self.total if self.identity_base is None else self.identity_base
+        rows = idx.new_zeros(n_rows)
+        rows[self.position] = idx
+        return rows
 
     def grad_gather(self) -> list[torch.Tensor]:
         """Per group, the ``p`` output rows whose gradients multiply that offset's products."""
         if self._grad_gather is None:
-            self._grad_gather = [self._padded_rows(self._km.out_idx, k, m, p) for k, m, p, _ in self.groups]
+            rows = self._scatter_rows(self._km.out_idx)
+            self._grad_gather = [rows[base:base + p] for _, _, p, base in self.groups]
         return self._grad_gather
 
     def _reduction(self, idx: torch.Tensor, n_dst: int) -> Reduction:
@@ -400,45 +427,52 @@ def _build_submanifold_map(cs: CoordinateSet, offs: torch.Tensor) -> KernelMap:
 
 
 def _build_submanifold_map_3(cs: CoordinateSet) -> KernelMap:
-    """3^3 submanifold map with 4 sorted searches instead of 13.
+    """3^3 submanifold map from one sorted search of 4 column offsets.
 
     Keys pack ``(b, x, y, z)`` row-major with ``z`` fastest and the box padded by one stride, so the neighbours at
     ``dz = -s, 0, +s`` of a query column ``key + delta(dx, dy)`` are adjacent in the sorted keys: one
     ``searchsorted`` of the column key finds all three. Four column offsets ``(dx, dy)`` in one half-plane times
     three ``dz``, plus ``(0, 0, +s)`` (the next sorted key), make 13 offsets, one of each mirror pair; the mirrors
-    get the same pairs swapped. Pairs of an offset come in sorted-key order of their first member.
+    get the same pairs swapped. All 13 are found as one ``(13, n)`` hit matrix (one search, one ``nonzero``).
+    Pairs of an offset come in sorted-key order of their first member.
     """
     idx = cs.index
     sk, perm = idx.sorted_keys, idx.perm
     n = sk.numel()
     s = cs.stride
     e = idx.ext.tolist()
-    found_pos, found_member, kernel_index = [], [], []
+    columns = ((1, -1), (1, 0), (1, 1), (0, 1))
+    delta = torch.tensor([(dx * s * e[2] + dy * s) * e[3] for dx, dy in columns], device=sk.device)
+    q = sk[None, :] + delta[:, None]  # (4, n) column keys
+    p = torch.searchsorted(sk, q)
+    pc = p.clamp(max=n - 1)
+    hit0 = sk[pc] == q
+    pp = (p + hit0).clamp_(max=n - 1)
+    pm = (p - 1).clamp_(min=0)
+    hit_m = (sk[pm] == q - s) & (p > 0)
+    hit_p = sk[pp] == q + s
     ar = torch.arange(n, device=sk.device)
-    for dx, dy in ((1, -1), (1, 0), (1, 1), (0, 1)):  # loop over 4 column offsets
-        q = sk + (dx * s * e[2] + dy * s) * e[3]
-        p = torch.searchsorted(sk, q)
-        pc = p.clamp(max=n - 1)
-        hit0 = sk[pc] == q
-        pp = (p + hit0).clamp_(max=n - 1)
-        pm = (p - 1).clamp_(min=0)
-        for dz, pos, hit in ((-1, pm, (sk[pm] == q - s) & (p > 0)), (0, pc, hit0), (1, pp, sk[pp] == q + s)):
-            found_pos.append(pos[hit])
-            found_member.append(ar[hit])
-            kernel_index.append((dx + 1) + 3 * (dy + 1) + 9 * (dz + 1))
-    nxt = torch.nonzero(sk[1:] == sk[:-1] + s).squeeze(1)  # (0, 0, +s): the next key in sorted order
-    found_pos.append(nxt + 1)
-    found_member.append(nxt)
-    kernel_index.append(1 + 3 * 1 + 9 * 2)
-    pieces_in: list[torch.Tensor | None] = [None] * 27
-    pieces_out: list[torch.Tensor | None] = [None] * 27
-    # 13 offsets: out = member, in = neighbour
-    for pos, mem, k in zip(found_pos, found_member, kernel_index, strict=True):
-        a, b = perm[mem], perm[pos]
-        pieces_in[k], pieces_out[k] = b, a
-        pieces_in[26 - k], pieces_out[26 - k] = a, b  # mirror: out = neighbour, in = member
-    empty = sk.new_zeros(0)
-    pieces_in[13] = pieces_out[13] = empty
+    nxt = (ar + 1).clamp_(max=n - 1)
+    hit_z = (sk[nxt] == sk + s)[None]  # (0, 0, +s): the next key in sorted order
+    # rows: (dz=-1, 0, +1) for each column, then (0, 0, +s)
+    pos = torch.stack([pm, pc, pp], dim=1).reshape(12, n)
+    pos = torch.cat([pos, nxt[None]])
+    hit = torch.stack([hit_m, hit0, hit_p], dim=1).reshape(12, n)
+    hit = torch.cat([hit, hit_z])
+    kernel_index = [(dx + 1) + 3 * (dy + 1) + 9 * dz for dx, dy in columns for dz in range(3)] + [1 + 3 + 18]
+    found = hit.nonzero()
+    row, member = found[:, 0], found[:, 1]
+    counts = torch.bincount(row, minlength=13).tolist()
+    a = perm.index_select(0, member)  # the member: output of offset k, input of its mirror
+    b = perm.index_select(0, pos.reshape(-1).index_select(0, row * n + member))  # its neighbour
+    pieces_in: list[torch.Tensor] = [sk.new_zeros(0)] * 27
+    pieces_out: list[torch.Tensor] = [sk.new_zeros(0)] * 27
+    start = 0
+    for j, k in enumerate(kernel_index):  # 13 offsets: out = member, in = neighbour; the mirror the other way round
+        stop = start + counts[j]
+        pieces_in[k], pieces_out[k] = b[start:stop], a[start:stop]
+        pieces_in[26 - k], pieces_out[26 - k] = a[start:stop], b[start:stop]
+        start = stop
     ptr = [0]
     for piece in pieces_in:
         ptr.append(ptr[-1] + int(piece.numel()))

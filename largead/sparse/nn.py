@@ -29,11 +29,13 @@ from .tensor import SparseTensor
 @dataclass
 class FusedPlan:
     """The inference plan :func:`~largead.sparse.inference.fused_inference` activates for the calling thread: run
-    weights per convolution (``id`` -> ``(kernel, bias)``), folded BatchNorms and in-place ReLUs (``id`` sets)."""
+    weights per convolution (``id`` -> ``(kernel, bias)``), folded BatchNorms and in-place ReLUs (``id`` sets), and
+    whether residual sums (:func:`residual_add`) may overwrite their first operand."""
 
     weights: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
     folded: set[int] = field(default_factory=set)
     inplace: set[int] = field(default_factory=set)
+    inplace_add: bool = False
 
 
 _thread = threading.local()  # per thread, so concurrent forward passes on one model do not see each other's plan
@@ -57,6 +59,17 @@ def _fast(module: nn.Module) -> FusedPlan | None:
     if plan is None or module.training or torch.is_grad_enabled():
         return None
     return plan
+
+
+def residual_add(a: SparseTensor, b: SparseTensor) -> SparseTensor:
+    """``a + b`` on the same coordinates; ``a``'s features are overwritten inside an inference plan with
+    ``inplace_add`` (whose caller vouches that ``a`` is a temporary, as the branch output of a residual block)."""
+    if a.coordinate_set is not b.coordinate_set:
+        raise ValueError("residual add needs both tensors on the same coordinates")
+    plan = active_plan()
+    if plan is not None and plan.inplace_add and not torch.is_grad_enabled() and a.F.dtype == b.F.dtype:
+        return a.replace(a.F.add_(b.F))
+    return a.replace(a.F + b.F)
 
 
 def _check_input(x: SparseTensor, channels: int, layer: str) -> None:

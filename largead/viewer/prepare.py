@@ -292,7 +292,7 @@ def run_model(model: LoadedModel, frames: Sequence[Frame], norm_key: str | None
                 out = model.encoder.embed(pts, dataset=norm_key)
             else:
                 batch = model.encoder.voxelize([pts], dataset=norm_key)
-                out = model.encoder.decoder_forward(batch)[batch.inverse]
+                out = model.encoder.decoder_forward(batch).index_select(0, batch.inverse)
                 preds.append(model.segmentation.point_logits(batch).argmax(1).cpu().numpy().astype(np.int64))
             feats.append(out.float().cpu().numpy())
     return feats, preds

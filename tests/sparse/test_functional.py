@@ -60,7 +60,15 @@ def test_network_uses_few_product_shapes(monkeypatch):
     """Every bfloat16 product of a MinkUNet forward (eval, fused) and of forward+backward (autocast) has a bucket
     row count and bucket reduction length, so scans of any size reuse oneDNN's cached kernels."""
     shapes = []
-    real_mm, real_addmm = torch.mm, torch.addmm
+    real_mm, real_addmm, real_bmm = torch.mm, torch.addmm, torch.bmm
+    batched = []
+
+    def spy_bmm(a, b, **kw):
+        if a.dtype == torch.bfloat16:
+            batched.append(a.shape[0])
+            for i in range(a.shape[0]):
+                shapes.append((tuple(a.shape[1:]), tuple(b.shape[1:]), a[i].is_contiguous()))
+        return real_bmm(a, b, **kw)
 
     def spy_mm(a, b, **kw):
         if a.dtype == torch.bfloat16:
@@ -77,6 +85,7 @@ def test_network_uses_few_product_shapes(monkeypatch):
     g = torch.Generator().manual_seed(1)
     monkeypatch.setattr(torch, "mm", spy_mm)
     monkeypatch.setattr(torch, "addmm", spy_addmm)
+    monkeypatch.setattr(torch, "bmm", spy_bmm)
     for n in (900, 1300):
         coords = torch.unique(torch.randint(-20, 20, (n, 4), generator=g).clamp_(min=0) * torch.tensor([0, 1, 1, 1])
                               + torch.randint(0, 12, (n, 4), generator=g), dim=0).int()
@@ -88,6 +97,7 @@ def test_network_uses_few_product_shapes(monkeypatch):
             out = net(SparseTensor(feats, coords))
         out.F.float().sum().backward()
     assert len(shapes) > 100
+    assert batched and max(batched) > 1  # kernel offsets with similar pair counts share one batched product
     transposed = 0
     for (m, k), _, contiguous in shapes:
         if contiguous:  # rows of pairs / voxels times a kernel slice

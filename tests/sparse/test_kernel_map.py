@@ -68,10 +68,17 @@ def map_pairs(km) -> list[set[tuple[int, int]]]:
 
 @pytest.mark.parametrize("stride, n, extent, seed", [(1, 120, 6, 0), (2, 120, 6, 0), (4, 400, 5, 1), (1, 300, 30, 2),
                                                      (1, 2000, 8, 3)])
-def test_submanifold_map_equals_naive(stride: int, n: int, extent: int, seed: int) -> None:
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_submanifold_map_equals_naive(stride: int, n: int, extent: int, seed: int, shuffle: bool) -> None:
     """Sparse and dense (every neighbour present) sets, negative coordinates, two batch items, sites on the box's
-    faces: the column search (one sorted search per (dx, dy), adjacent keys for dz) must find ME's pairs."""
-    cs = CoordinateSet(_coords(seed, n=n, extent=extent, stride=stride), stride)
+    faces, rows in sorted order (the index skips its sort) or shuffled: the column search (one sorted search per
+    (dx, dy), adjacent keys for dz) must find ME's pairs."""
+    coords = _coords(seed, n=n, extent=extent, stride=stride)
+    if shuffle:
+        coords = coords[torch.randperm(len(coords), generator=torch.Generator().manual_seed(seed))]
+    cs = CoordinateSet(coords, stride)
+    assert torch.equal(cs.index.keys[cs.index.perm], cs.index.sorted_keys)
+    assert bool((cs.index.sorted_keys[1:] > cs.index.sorted_keys[:-1]).all())
     km = build_conv_map(cs, cs, 3)
     assert km.identity == 13 and km.n_in == km.n_out == len(cs)
     assert map_pairs(km) == naive_pairs(cs.coords, cs.coords, kernel_offsets(3).tolist(), stride, False)
@@ -147,3 +154,48 @@ def test_tensor_reuses_registered_coordinates() -> None:
     x = SparseTensor(torch.randn(len(_coords(3)), 2), _coords(3))
     same = SparseTensor(torch.randn(len(x), 5), x.C, cache=x.cache)
     assert same.coordinate_set is x.coordinate_set
+
+
+@pytest.mark.parametrize("kernel_size, transposed", [(3, False), (2, False), (2, True)])
+def test_padded_layout_batches(kernel_size: int, transposed: bool) -> None:
+    """The bucketed layout of reduced-precision products: offsets in batches of equal padded size, each offset's
+    rows in place (``gather_index`` holds its input rows, then padding with row 0), kernel order as batched, and the
+    reductions sum exactly the real rows (checked by summing one-hot products)."""
+    from largead.sparse.functional import _bucket_ceil
+
+    cache = KernelMapCache()
+    fine = cache.register(CoordinateSet(_coords(5, n=3000, extent=24), 1))
+    if kernel_size == 3:
+        km = cache.kernel_map(fine, fine, 3, transposed=False)
+    else:
+        coarse = cache.strided(fine, 2)
+        km = cache.kernel_map(coarse, fine, 2, True) if transposed else cache.kernel_map(fine, coarse, 2, False)
+    layout = km.padded(_bucket_ceil)
+    counts = [km.ptr[k + 1] - km.ptr[k] for k in range(km.kernel_volume)]
+    assert sorted(g[0] for g in layout.groups) == [k for k in range(km.kernel_volume) if counts[k]]
+    assert layout.kernel_order.tolist() == [g[0] for g in layout.groups]
+    assert len(layout.batches) < len(layout.groups)  # some offsets share a product
+    row = 0
+    for start, stop, p, base in layout.batches:
+        assert base == row and p == _bucket_ceil(p)
+        for j, (k, m, gp, gbase) in enumerate(layout.groups[start:stop]):
+            assert gp == p >= m == counts[k] and gbase == base + j * p
+            rows = layout.gather_index[gbase:gbase + p]
+            assert torch.equal(rows[:m], km.in_idx[km.ptr[k]:km.ptr[k + 1]])
+            assert not rows[m:].any()
+            assert torch.equal(layout.gather[start + j], rows)
+            out_rows = layout.grad_gather()[start + j]
+            assert torch.equal(out_rows[:m], km.out_idx[km.ptr[k]:km.ptr[k + 1]]) and not out_rows[m:].any()
+        row += (stop - start) * p
+    assert row == (layout.identity_base if km.identity is not None else layout.total)
+    # real product rows carry 1, padding rows 1000: each output must sum exactly its pairs (and identity)
+    import torch.nn.functional as F
+
+    prods = torch.full((layout.total, 1), 1000.0, dtype=torch.float64)
+    prods[layout.position, 0] = 1
+    if layout.identity_base is not None:
+        prods[layout.identity_base:, 0] = 1
+    red = layout.to_out()
+    got = prods[red.perm] if red.perm is not None else F.embedding_bag(red.order, prods, red.offsets, mode="sum")
+    expect = torch.bincount(km.out_idx, minlength=km.n_out).double() + (1 if km.identity is not None else 0)
+    assert torch.equal(got[:, 0], expect)
