@@ -151,13 +151,24 @@ def _forward_padded(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
     offset (rows padded to a bucket), the identity offset's products (plus ``bias``) in the same buffer, one
     segment sum."""
     c_in, c_out = weight.shape[1], weight.shape[2]
-    layout = kmap.padded(_bucket_ceil)
+    # inference (weights without autograd, e.g. fused_inference's cached ones): the kernels permuted to a layout's
+    # offset order are kept on the weight and that order is preferred for the next scan
+    cached = getattr(weight, "_largead_batched", None) if not weight.requires_grad else None
+    if cached is not None and cached[1] != weight._version:
+        cached = None
+    layout = kmap.padded(_bucket_ceil, cached[0] if cached is not None else None)
     if layout.total == 0:
         out = feats.new_zeros(kmap.n_out, c_out)
         return out if bias is None else out.add_(bias)
     prods = _workspace("prod", (layout.total, c_out), feats)
-    batched = len(layout.batches) < len(layout.groups)
-    kernels = weight.index_select(0, layout.kernel_order) if batched else None
+    kernels = None
+    if len(layout.batches) < len(layout.groups):
+        if cached is not None and cached[0] == layout.order:
+            kernels = cached[2]
+        else:
+            kernels = weight.index_select(0, layout.kernel_order)
+            if not weight.requires_grad:
+                weight._largead_batched = (layout.order, weight._version, kernels)
     for start, stop, p, base in layout.batches:  # loop over batches of kernel offsets (<= 27)
         n = (stop - start) * p
         rows = torch.index_select(feats, 0, layout.gather_index[base:base + n],

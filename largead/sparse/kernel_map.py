@@ -177,6 +177,42 @@ class Reduction:
     offsets: torch.Tensor | None
 
 
+def _batch_plan(order: list[int], counts: list[int], bucket: Callable[[int], int], slack: int, max_rows: int,
+                frac: int) -> tuple[list[tuple[int, int]], int]:
+    """Cut kernel offsets, in ``order``, into batches ``(size, p)`` of consecutive offsets padded to ``p`` rows: ``p``
+    is the first offset's bucket; the next offset joins while its bucket is at most ``p`` and at most
+    ``max(slack, p // frac)`` below it and the batch stays within ``max_rows``. Returns the batches and their rows."""
+    batches = []
+    rows = 0
+    i = 0
+    while i < len(order):  # loop over kernel offsets (<= 27)
+        p = bucket(counts[order[i]])
+        j = i + 1
+        while j < len(order) and (j - i + 1) * p <= max_rows:
+            b = bucket(counts[order[j]])
+            if b > p or p - b > max(slack, p // frac):
+                break
+            j += 1
+        batches.append((j - i, p))
+        rows += (j - i) * p
+        i = j
+    return batches, rows
+
+
+def _layout_plan(counts: list[int], bucket: Callable[[int], int], prefer: tuple[int, ...] | None = None,
+                 slack: int = 512, max_rows: int = 1 << 16, frac: int = 8
+                 ) -> tuple[list[int], tuple[list[tuple[int, int]], int]]:
+    """The order of the offsets with pairs (by pair count, or ``prefer`` when it costs at most 3% more rows and one
+    batch more) and its :func:`_batch_plan`."""
+    order = sorted((k for k in range(len(counts)) if counts[k]), key=lambda k: -counts[k])  # offsets (<= 27)
+    plan = _batch_plan(order, counts, bucket, slack, max_rows, frac)
+    if prefer is not None and prefer != tuple(order) and sorted(prefer) == sorted(order):
+        alt = _batch_plan(list(prefer), counts, bucket, slack, max_rows, frac)
+        if alt[1] <= plan[1] * 1.03 and len(alt[0]) <= len(plan[0]) + 1:
+            return list(prefer), alt
+    return order, plan
+
+
 class PaddedLayout:
     """Where each pair's product goes when products run in padded ("bucketed") shapes (reduced precision on CPU).
 
@@ -185,7 +221,10 @@ class PaddedLayout:
     (a bucket size), one after another from row ``base``, so one batched product (``bmm``) serves them all (on
     CPU a reduced-precision product costs ~20 us per call whatever its size, more than padding a few hundred
     rows). An offset joins the current batch while the batch's ``p`` exceeds the offset's own bucket by at most
-    ``slack`` rows (or a quarter of ``p``), and while the batch stays within ``max_rows`` rows. ``groups``
+    ``slack`` rows (or an eighth of ``p``), and while the batch stays within ``max_rows`` rows. ``prefer``: an
+    order of the same offsets to use instead when it costs at most 3% more rows and one batch more (the order a
+    convolution's kernels were last permuted to, so that similar scans reuse the permuted kernels); ``order`` is
+    the order used. ``groups``
     ``(k, m, p, base)`` describe each offset (``m`` pairs at rows ``base .. base + p``); ``kernel_order`` (a
     tensor) lists their kernel indices in buffer order. ``gather_index`` (``identity_base`` rows) holds the input
     row of every product row (padding rows repeat row 0; their products are never summed), ``gather[g]`` is its
@@ -195,27 +234,22 @@ class PaddedLayout:
     use.
     """
 
-    def __init__(self, km: KernelMap, bucket: Callable[[int], int], slack: int = 512,
-                 max_rows: int = 1 << 16, frac: int = 8) -> None:
+    def __init__(self, km: KernelMap, bucket: Callable[[int], int], prefer: tuple[int, ...] | None = None) -> None:
         kv = km.kernel_volume
-        counts = [km.ptr[k + 1] - km.ptr[k] for k in range(kv)]
-        order = sorted((k for k in range(kv) if counts[k]), key=lambda k: -counts[k])  # loop over offsets (<= 27)
+        counts = km._offset_counts()
+        order, plan = _layout_plan(counts, bucket, prefer)
+        self.order = tuple(order)
         self.groups: list[tuple[int, int, int, int]] = []
         self.batches: list[tuple[int, int, int, int]] = []
         base = 0
         i = 0
-        while i < len(order):  # loop over kernel offsets, not pairs
-            p = bucket(counts[order[i]])
-            j = i + 1
-            while (j < len(order) and (j - i + 1) * p <= max_rows
-                   and p - bucket(counts[order[j]]) <= max(slack, p // frac)):
-                j += 1
+        for size, p in plan[0]:  # loop over batches of kernel offsets, not pairs
             start = len(self.groups)
-            for t in range(i, j):
+            for t in range(i, i + size):
                 self.groups.append((order[t], counts[order[t]], p, base + (t - i) * p))
             self.batches.append((start, len(self.groups), p, base))
-            base += (j - i) * p
-            i = j
+            base += size * p
+            i += size
         self.identity_base = base
         if km.identity is not None:
             base += km.n_in
@@ -291,7 +325,7 @@ class KernelMap:
     kernel_volume: int = field(init=False)
     _to_out: Reduction | None = field(default=None, init=False, repr=False)
     _to_in: Reduction | None = field(default=None, init=False, repr=False)
-    _padded: PaddedLayout | None = field(default=None, init=False, repr=False)
+    _padded: dict[tuple[int, ...] | None, PaddedLayout] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.kernel_volume = len(self.ptr) - 1
@@ -321,11 +355,23 @@ class KernelMap:
             self._to_in = _reduction(self.in_idx, self.n_in, self.identity is not None)
         return self._to_in
 
-    def padded(self, bucket: Callable[[int], int]) -> PaddedLayout:
-        """The :class:`PaddedLayout` with each offset's rows padded to ``bucket(m)`` (built once per map)."""
+    def padded(self, bucket: Callable[[int], int], prefer: tuple[int, ...] | None = None) -> PaddedLayout:
+        """The :class:`PaddedLayout` with each offset's rows padded to ``bucket(m)`` (built once per map and
+        preferred order; see :class:`PaddedLayout` for ``prefer``)."""
         if self._padded is None:
-            self._padded = PaddedLayout(self, bucket)
-        return self._padded
+            self._padded = {}
+        layout = self._padded.get(prefer)
+        if layout is None:
+            order = tuple(_layout_plan(self._offset_counts(), bucket, prefer)[0])
+            layout = self._padded.get(order)
+            if layout is None:
+                layout = self._padded[order] = PaddedLayout(self, bucket, order)
+            self._padded[prefer] = layout
+        return layout
+
+    def _offset_counts(self) -> list[int]:
+        """Number of pairs per kernel offset, the identity offset counting none (it is not padded)."""
+        return [self.ptr[k + 1] - self.ptr[k] for k in range(self.kernel_volume)]
 
 
 def _sort_order(dst: torch.Tensor, n_dst: int) -> torch.Tensor:
@@ -344,7 +390,7 @@ def _reduction_rows(rows: torch.Tensor, dst: torch.Tensor, n_dst: int) -> Reduct
         return Reduction(perm, None, None)
     offsets = torch.zeros(n_dst, dtype=torch.int64, device=dst.device)
     torch.cumsum(counts[:-1], 0, out=offsets[1:])
-    return Reduction(None, rows[_sort_order(dst, n_dst)], offsets)
+    return Reduction(None, rows.index_select(0, _sort_order(dst, n_dst)), offsets)
 
 
 def _reduction(dst_idx: torch.Tensor, n_dst: int, has_identity: bool) -> Reduction:

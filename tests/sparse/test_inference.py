@@ -112,15 +112,18 @@ def sparse_input():
     return coords, torch.rand(len(coords), 1)
 
 
-def test_fused_minkunet_equals_plain_eval(net, sparse_input):
+@pytest.mark.parametrize("inplace_add", [False, True])
+def test_fused_minkunet_equals_plain_eval(net, sparse_input, inplace_add):
     coords, feats = sparse_input
+    before = feats.clone()
     with torch.no_grad():
         ref = net(SparseTensor(feats, coords)).F
-        with fused_inference(net, torch.float32, net.conv_bn_pairs(), inplace_relu=True):
+        with fused_inference(net, torch.float32, net.conv_bn_pairs(), inplace_relu=True, inplace_add=inplace_add):
             got = net(SparseTensor(feats, coords)).F
             again = net(SparseTensor(feats, coords)).F
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     assert torch.equal(got, again)
+    assert torch.equal(feats, before)  # in-place ReLUs and residual sums only overwrite temporaries
     assert len(net.conv_bn_pairs()) == sum(isinstance(m, BatchNorm) for m in net.modules())
 
 
@@ -217,3 +220,61 @@ def test_plan_is_per_thread(net, sparse_input):
         fused = net(SparseTensor(feats, coords)).F
     assert seen["plan"] is None and torch.equal(seen["out"], ref)
     assert fused.dtype == torch.bfloat16
+
+
+def test_bf16_inplace_relu_equals_torch_relu():
+    """The integer-clamp ReLU of bfloat16 features gives torch.relu's values bit for bit (up to the sign of zero),
+    NaN included: every finite, infinite, subnormal and NaN value torch produces."""
+    from largead.sparse.nn import _relu_inplace
+
+    special = torch.tensor([0.0, -0.0, 1.0, -1.0, float("inf"), -float("inf"), 1e-40, -1e-40, 3e38, -3e38],
+                           dtype=torch.bfloat16)
+    nan = (torch.zeros(2, dtype=torch.bfloat16) / 0) * torch.tensor([1.0, -1.0], dtype=torch.bfloat16)
+    every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    every = every[~torch.isnan(every)]  # every non-NaN bit pattern
+    x = torch.cat([special, nan, every, torch.randn(10_000).bfloat16()])
+    ref = torch.relu(x)
+    got = _relu_inplace(x.clone())
+    assert torch.isnan(got[10:12]).all() and torch.isnan(ref[10:12]).all()
+    keep = ~torch.isnan(ref)
+    assert torch.equal(got[keep], ref[keep])
+    assert torch.equal(torch.isnan(got), torch.isnan(ref))
+
+
+def test_bf16_kernels_permuted_once_and_refreshed_when_weights_change(sparse_input):
+    """The fused bfloat16 pass keeps each convolution's kernels permuted to its layout's offset order: a second pass
+    over the same scan permutes no kernel, and an in-place weight update is seen (the result follows the new
+    weights)."""
+    torch.manual_seed(0)
+    model = MinkUNet(1, 16, "minkunet14").eval()
+    randomize_bn(model, 0)
+    coords, feats = sparse_input
+    permuted = []
+    real = torch.Tensor.index_select
+
+    def spy(self, dim, index, *args, **kwargs):
+        if self.dim() == 3:
+            permuted.append(tuple(self.shape))
+        return real(self, dim, index, *args, **kwargs)
+
+    def run():
+        with torch.no_grad(), fused_inference(model, torch.bfloat16, model.conv_bn_pairs(), True, True):
+            return model(SparseTensor(feats, coords)).F.float()
+
+    torch.Tensor.index_select = spy
+    try:
+        first = run()
+        n_first = len(permuted)
+        second = run()
+        n_second = len(permuted) - n_first
+        with torch.no_grad():
+            model.conv0p1s1.kernel.mul_(-1.0)
+        third = run()
+    finally:
+        torch.Tensor.index_select = real
+    assert n_first > 5 and n_second == 0
+    assert torch.equal(first, second)
+    with torch.no_grad():
+        ref = model(SparseTensor(feats, coords)).F
+    err_new, err_old = (third - ref).norm(), (first - ref).norm()  # bf16 rounding vs the weight change
+    assert float(err_new) < 0.2 * float(err_old)

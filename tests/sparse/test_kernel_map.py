@@ -199,3 +199,22 @@ def test_padded_layout_batches(kernel_size: int, transposed: bool) -> None:
     got = prods[red.perm] if red.perm is not None else F.embedding_bag(red.order, prods, red.offsets, mode="sum")
     expect = torch.bincount(km.out_idx, minlength=km.n_out).double() + (1 if km.identity is not None else 0)
     assert torch.equal(got[:, 0], expect)
+
+
+def test_layout_prefers_a_previous_order_only_when_it_costs_little():
+    """A convolution's kernels are permuted to its layout's offset order and kept; the next scan's layout reuses
+    that order when it costs at most 3% more padded rows (and one batch more), else orders by pair count."""
+    from largead.sparse.functional import _bucket_ceil
+    from largead.sparse.kernel_map import _layout_plan
+
+    counts = [0] * 27
+    for k, m in zip(range(27), [900, 880, 870, 2000, 1990, 1985, 400, 390, 380] * 3, strict=True):
+        counts[k] = m if k != 13 else 0
+    order, (batches, rows) = _layout_plan(counts, _bucket_ceil)
+    assert [counts[k] for k in order] == sorted((c for c in counts if c), reverse=True)
+    swapped = list(order)
+    swapped[0], swapped[1] = swapped[1], swapped[0]  # two offsets of equal bucket: free to swap
+    assert _layout_plan(counts, _bucket_ceil, tuple(swapped))[0] == swapped
+    reverse = tuple(order[::-1])  # smallest first: every offset starts its own batch
+    assert _layout_plan(counts, _bucket_ceil, reverse)[0] == order
+    assert _layout_plan(counts, _bucket_ceil, (1, 2, 3))[0] == order  # not the same offsets: ignored
