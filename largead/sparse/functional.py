@@ -207,21 +207,41 @@ def _forward(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torc
 
 def _backward_padded(feats: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
                      need_in: bool, need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Reduced-precision CPU backward in the forward's bucketed layout. Padding rows of the gathered gradients and
-    inputs are zeroed, so they add nothing to the kernel gradient."""
+    """Reduced-precision CPU backward in the forward's bucketed layout, batch by batch (:func:`_forward_padded`):
+    the output gradients of a batch's pairs are gathered once and serve both ``grad_in`` products (one ``bmm``
+    with the transposed kernels) and the kernel gradients (one ``bmm`` of gathered inputs and gradients). Padding
+    rows of the gathered inputs and gradients are zeroed, so they add nothing to the kernel gradient."""
     c_in, c_out = weight.shape[1], weight.shape[2]
     layout = kmap.padded(_bucket_ceil)
     grad_w = torch.zeros_like(weight) if need_w else None
     prods = _workspace("prod", (layout.total, c_in), feats) if need_in and layout.total else None
-    for (k, m, p, base), gidx, oidx in zip(layout.groups, layout.gather, layout.grad_gather(), strict=True):  # offsets
-        go = torch.index_select(grad_out, 0, oidx, out=_workspace("grad", (p, c_out), grad_out))
+    batched = len(layout.batches) < len(layout.groups)
+    kernels = weight.index_select(0, layout.kernel_order) if batched and prods is not None else None
+    grad_kernels = weight.new_empty(len(layout.groups), c_in, c_out) if need_w else None
+    grad_index = layout.grad_gather_index()
+    for b, (start, stop, p, base) in enumerate(layout.batches):  # loop over batches of kernel offsets (<= 27)
+        g, n = stop - start, (stop - start) * p
+        go = torch.index_select(grad_out, 0, grad_index[base:base + n], out=_workspace("grad", (n, c_out), grad_out))
         if prods is not None:
-            torch.mm(go, weight[k].t(), out=prods[base:base + p])
+            if g == 1:
+                torch.mm(go, weight[layout.groups[start][0]].t(), out=prods[base:base + n])
+            else:
+                torch.bmm(go.view(g, p, c_out), kernels[start:stop].transpose(1, 2),
+                          out=prods[base:base + n].view(g, p, c_in))
         if grad_w is not None:
-            rows = torch.index_select(feats, 0, gidx, out=_workspace("gather", (p, c_in), feats))
-            go[m:].zero_()
-            rows[m:].zero_()
-            torch.mm(rows.t(), go, out=grad_w[k])
+            rows = torch.index_select(feats, 0, layout.gather_index[base:base + n],
+                                      out=_workspace("gather", (n, c_in), feats))
+            pad = layout.padding_rows(b)
+            if pad.numel():
+                go.index_fill_(0, pad, 0)
+                rows.index_fill_(0, pad, 0)
+            if g == 1:
+                torch.mm(rows.t(), go, out=grad_kernels[start])
+            else:
+                torch.bmm(rows.view(g, p, c_in).transpose(1, 2), go.view(g, p, c_out),
+                          out=grad_kernels[start:stop])
+    if grad_w is not None and layout.groups:
+        grad_w.index_copy_(0, layout.kernel_order, grad_kernels)
     grad_in = None
     if need_in:
         if prods is not None:

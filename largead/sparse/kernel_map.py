@@ -267,7 +267,8 @@ class PaddedLayout:
             shift.to(device), torch.tensor(counts, device=device), output_size=n_pairs)
         self.gather_index = self._scatter_rows(km.in_idx)
         self.gather = [self.gather_index[base:base + p] for _, _, p, base in self.groups]
-        self._grad_gather: list[torch.Tensor] | None = None
+        self._grad_index: torch.Tensor | None = None
+        self._padding: list[torch.Tensor] | None = None
         self._to_out: Reduction | None = None
         self._to_in: Reduction | None = None
 
@@ -278,12 +279,26 @@ class PaddedLayout:
         rows[self.position] = idx
         return rows
 
+    def grad_gather_index(self) -> torch.Tensor:
+        """The output row of every product row (like ``gather_index`` for inputs): whose gradient multiplies it."""
+        if self._grad_index is None:
+            self._grad_index = self._scatter_rows(self._km.out_idx)
+        return self._grad_index
+
     def grad_gather(self) -> list[torch.Tensor]:
         """Per group, the ``p`` output rows whose gradients multiply that offset's products."""
-        if self._grad_gather is None:
-            rows = self._scatter_rows(self._km.out_idx)
-            self._grad_gather = [rows[base:base + p] for _, _, p, base in self.groups]
-        return self._grad_gather
+        rows = self.grad_gather_index()
+        return [rows[base:base + p] for _, _, p, base in self.groups]
+
+    def padding_rows(self, b: int) -> torch.Tensor:
+        """Rows of batch ``b``'s products (relative to its ``base``) that are padding, not pairs."""
+        if self._padding is None:
+            device = self._km.in_idx.device
+            self._padding = []
+            for start, stop, p, _ in self.batches:  # loop over batches of kernel offsets (<= 27)
+                pad = [torch.arange(j * p + m, (j + 1) * p) for j, (_, m, _, _) in enumerate(self.groups[start:stop])]
+                self._padding.append(torch.cat(pad).to(device))
+        return self._padding[b]
 
     def _reduction(self, idx: torch.Tensor, n_dst: int) -> Reduction:
         km = self._km

@@ -186,6 +186,9 @@ def test_padded_layout_batches(kernel_size: int, transposed: bool) -> None:
             assert torch.equal(layout.gather[start + j], rows)
             out_rows = layout.grad_gather()[start + j]
             assert torch.equal(out_rows[:m], km.out_idx[km.ptr[k]:km.ptr[k + 1]]) and not out_rows[m:].any()
+        real = torch.cat([torch.arange(j * p, j * p + m) for j, (_, m, _, _) in enumerate(layout.groups[start:stop])])
+        pad = layout.padding_rows(layout.batches.index((start, stop, p, base)))
+        assert sorted(real.tolist() + pad.tolist()) == list(range((stop - start) * p))
         row += (stop - start) * p
     assert row == (layout.identity_base if km.identity is not None else layout.total)
     # real product rows carry 1, padding rows 1000: each output must sum exactly its pairs (and identity)
