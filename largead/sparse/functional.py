@@ -14,22 +14,30 @@ Execution (choices measured on this project's 2-core machines, torch 2.13 CPU wi
 - float32/float64: the identity offset of a submanifold kernel (every row paired with itself) is an ``addmm_`` on
   the whole feature matrix, with no gather;
 - bfloat16/float16 on CPU (``torch.autocast`` or the inference path of :mod:`.inference`): products go to oneDNN,
-  which compiles a kernel per distinct shape (~1-2 ms, kept in a 1024-entry cache). Pair counts change with every
-  offset, layer and scan, so each offset's rows are padded to a "bucket" size (8 per octave, at most 12.5% padding;
-  :class:`~.kernel_map.PaddedLayout`), products over whole feature matrices run as two overlapping bucket-sized
-  windows (:func:`bucketed_mm`), row sums as a bucket plus a zero-padded remainder (:func:`bucketed_tn`), and the
-  identity offset's products (with the bias, in inference) join the buffer the segment sum reads. After a few scans
-  every shape is cached; a network pass asks for a few hundred shapes, not thousands;
+  which compiles a kernel per distinct shape (~1-2 ms, kept in a 1024-entry cache) and costs ~20 us per call
+  whatever the size. Pair counts change with every offset, layer and scan, so each offset's rows are padded to a
+  "bucket" size (8 per octave) and offsets with similar buckets are *batched*: padded to one size and multiplied by
+  one ``bmm`` with their kernels permuted into the batch order (:class:`~.kernel_map.PaddedLayout`; 26 offsets
+  make 1-5 batches, one gather each). In inference the permuted kernels are kept with the cached weights and the
+  next scan's layout prefers the same offset order when it costs at most 3% more rows, so similar scans permute
+  nothing. Products over whole feature matrices run as two overlapping bucket-sized windows (:func:`bucketed_mm`),
+  row sums as a bucket plus a zero-padded remainder (:func:`bucketed_tn`), and the identity offset's products (with
+  the bias, in inference) join the buffer the segment sum reads. The backward runs in the forward's batches: one
+  gather of output gradients per batch serves a ``bmm`` for the input gradient and one for the kernel gradients.
+  After a few scans every shape is cached;
 - on CPU, gathered rows and products go to per-thread workspace buffers reused across calls (large fresh allocations
   page-fault on every call); :func:`clear_workspace` releases them.
 
-Not adopted, because they measured slower here: grouping offsets with equal pair counts (an offset and its mirror)
-into one ``bmm`` (slower than one ``mm`` per offset in float32 and, for 256 channels, in bfloat16), scattering with
-``index_add_`` per offset (serial, ~3 GB/s on CPU, slower than the products round trip it saves) or a CSR
-``sparse @ dense`` product. In float32 the GEMMs are ~80% of a MinkUNet-34 forward+backward and run near the CPU's
-peak. In bfloat16 (AMX) the arithmetic is 4-5x faster and the pass becomes memory-bound: products written to a
-buffer larger than the caches run at a third of the in-cache GEMM rate, and gathers plus the segment sum take the
-rest; a fused gather-GEMM-scatter kernel (compiled code) would be the next step.
+Measured for MinkUNet-34 ``embed`` on a 32k-voxel scan, two cores with AMX: batching cut 1,286 bfloat16 product
+calls to ~175 and the embed time by ~15% (a ``bmm`` of 13 offsets costs a third to a half of 13 ``mm`` calls below
+4k rows, and still ~14% less at 4k rows of 256 channels). Not adopted, because they measured slower here: one
+``bmm`` per mirror pair in float32 (MKL's per-call cost is ~2 us, so batching gains nothing and padding costs),
+sizing batches from a per-channel cost model (fixed 512 rows of slack measured faster), scattering with
+``index_add_`` per offset (serial, ~3 GB/s on CPU, slower than the products round trip it saves), a CSR ``sparse @
+dense`` product, or building the segment-sum order by counting instead of sorting (no faster). In float32 the GEMMs
+are ~80% of a MinkUNet-34 forward+backward and run near the CPU's peak. In bfloat16 (AMX, ~1.3-2 Tflop/s on two
+cores for these shapes) the products are ~45% of an embed, gathers ~20%, the segment sums ~12%, kernel maps ~15%;
+a fused gather-GEMM-scatter kernel (compiled code) would be the next step.
 
 Device-agnostic torch code: CPU and CUDA, float32, float64, bfloat16 and float16.
 """
@@ -146,14 +154,13 @@ def bucketed_tn(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Te
 
 
 def _forward_padded(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
-                    bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Reduced-precision CPU forward in bucketed shapes (:class:`~.kernel_map.PaddedLayout`): one product per
-    offset (rows padded to a bucket), the identity offset's products (plus ``bias``) in the same buffer, one
-    segment sum."""
+                    bias: torch.Tensor | None = None, keep_kernels: bool = False) -> torch.Tensor:
+    """Reduced-precision CPU forward in bucketed shapes (:class:`~.kernel_map.PaddedLayout`): one product per batch
+    of offsets (rows padded to the batch's bucket), the identity offset's products (plus ``bias``) in the same
+    buffer, one segment sum. ``keep_kernels``: keep the kernels permuted to the layout's offset order on ``weight``
+    (a cached inference weight) and prefer that order for the next scan."""
     c_in, c_out = weight.shape[1], weight.shape[2]
-    # inference (weights without autograd, e.g. fused_inference's cached ones): the kernels permuted to a layout's
-    # offset order are kept on the weight and that order is preferred for the next scan
-    cached = getattr(weight, "_largead_batched", None) if not weight.requires_grad else None
+    cached = getattr(weight, "_largead_batched", None) if keep_kernels else None
     if cached is not None and cached[1] != weight._version:
         cached = None
     layout = kmap.padded(_bucket_ceil, cached[0] if cached is not None else None)
@@ -167,7 +174,7 @@ def _forward_padded(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
             kernels = cached[2]
         else:
             kernels = weight.index_select(0, layout.kernel_order)
-            if not weight.requires_grad:
+            if keep_kernels:
                 weight._largead_batched = (layout.order, weight._version, kernels)
     for start, stop, p, base in layout.batches:  # loop over batches of kernel offsets (<= 27)
         n = (stop - start) * p
@@ -348,9 +355,11 @@ def _check(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> None:
 
 
 def sparse_conv_inference(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap | None,
-                          bias: torch.Tensor | None = None) -> torch.Tensor:
+                          bias: torch.Tensor | None = None, keep_kernels: bool = False) -> torch.Tensor:
     """``sparse_conv(feats, weight, kmap) + bias`` without autograd (``kmap=None``: a 1x1 convolution ``feats @
-    weight``), the bias fused into a product where possible; the result is a new tensor."""
+    weight``), the bias fused into a product where possible; the result is a new tensor. ``keep_kernels``: for a
+    weight reused across calls (:func:`~.inference.fused_inference`'s cached ones), keep the kernels permuted for
+    batched reduced-precision products on it (until it changes in place), at the cost of that copy's memory."""
     if kmap is None:
         out = feats.new_empty(feats.shape[0], weight.shape[1])
         if bucketed(feats):
@@ -360,7 +369,7 @@ def sparse_conv_inference(feats: torch.Tensor, weight: torch.Tensor, kmap: Kerne
         _check(feats, weight, kmap)
         feats = feats.contiguous()
         if bucketed(feats):
-            return _forward_padded(feats, weight.contiguous(), kmap, bias)
+            return _forward_padded(feats, weight.contiguous(), kmap, bias, keep_kernels)
         out = _forward(feats, weight.contiguous(), kmap)
     return out if bias is None else out.add_(bias)
 

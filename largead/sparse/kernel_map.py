@@ -220,17 +220,19 @@ class PaddedLayout:
     into ``batches`` ``(start, stop, p, base)``: offsets ``groups[start:stop]`` each padded to the same ``p`` rows
     (a bucket size), one after another from row ``base``, so one batched product (``bmm``) serves them all (on
     CPU a reduced-precision product costs ~20 us per call whatever its size, more than padding a few hundred
-    rows). An offset joins the current batch while the batch's ``p`` exceeds the offset's own bucket by at most
-    ``slack`` rows (or an eighth of ``p``), and while the batch stays within ``max_rows`` rows. ``prefer``: an
-    order of the same offsets to use instead when it costs at most 3% more rows and one batch more (the order a
-    convolution's kernels were last permuted to, so that similar scans reuse the permuted kernels); ``order`` is
-    the order used. ``groups``
-    ``(k, m, p, base)`` describe each offset (``m`` pairs at rows ``base .. base + p``); ``kernel_order`` (a
-    tensor) lists their kernel indices in buffer order. ``gather_index`` (``identity_base`` rows) holds the input
-    row of every product row (padding rows repeat row 0; their products are never summed), ``gather[g]`` is its
-    slice for group ``g``, and :meth:`grad_gather` lists the output rows per group (for gradients). The identity
-    offset (if any) owns rows ``identity_base .. identity_base + n_in``. :meth:`to_out` / :meth:`to_in` sum the real
-    rows into output / input rows, the identity included. Built once per kernel map; backward-only parts on first
+    rows). An offset joins the current batch while its own bucket is at most the batch's ``p`` and at most 512 rows
+    (or an eighth of ``p``) below it, and while the batch stays within 65,536 rows (:func:`_batch_plan`).
+    ``prefer``: an order of the same offsets to use instead when it costs at most 3% more rows and one batch more
+    (the order a convolution's kernels were last permuted to, so that similar scans reuse the permuted kernels);
+    ``order`` is the order used.
+
+    ``groups`` ``(k, m, p, base)`` describe each offset (``m`` pairs at rows ``base .. base + p``);
+    ``kernel_order`` (a tensor) lists their kernel indices in buffer order. ``gather_index`` (``identity_base``
+    rows) holds the input row of every product row (padding rows repeat row 0; their products are never summed),
+    ``gather[g]`` is its slice for group ``g``; :meth:`grad_gather_index` / :meth:`grad_gather` are the same for
+    output rows and :meth:`padding_rows` lists a batch's padding rows (for gradients). The identity offset (if any)
+    owns rows ``identity_base .. identity_base + n_in``. :meth:`to_out` / :meth:`to_in` sum the real rows into
+    output / input rows, the identity included. Built once per kernel map and order; backward-only parts on first
     use.
     """
 

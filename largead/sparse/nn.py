@@ -122,7 +122,7 @@ class _ConvBase(nn.Module):
                 out_cs, kmap = x.coordinate_set, None
             else:
                 out_cs, kmap = self._map(x)
-            feats = sparse_conv_inference(inp.to(weight.dtype), weight, kmap, bias)
+            feats = sparse_conv_inference(inp.to(weight.dtype), weight, kmap, bias, keep_kernels=True)
             return SparseTensor._from_set(feats, out_cs, x.cache)
         if torch.is_autocast_enabled(inp.device.type):  # mixed precision: compute in the autocast dtype
             dtype = torch.get_autocast_dtype(inp.device.type)
