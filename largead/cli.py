@@ -118,6 +118,12 @@ def _key_values(items: Sequence[str] | None, what: str) -> dict:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
+    import os
+
+    # bfloat16 products: oneDNN compiles a kernel per product shape and keeps 1024; scans of varied sizes keep asking
+    # for new bucketed shapes (~770 after 40 nuScenes-like scans), so a long extraction keeps more (read lazily, at
+    # the first product; set the variable yourself to override)
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "4096")
     import numpy as np
 
     from largead import LargeADEncoder

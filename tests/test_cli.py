@@ -87,6 +87,20 @@ def test_embed_writes_features_and_png(model_dir, scan_bin, tmp_path):
     np.testing.assert_allclose(feats, ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("preset", [None, "512"])
+def test_embed_keeps_more_compiled_product_kernels_unless_told(model_dir, scan_bin, tmp_path, monkeypatch, preset):
+    """`largead embed` raises oneDNN's kernel cache (1024) for long runs over varied scans; a value the user set
+    stands."""
+    if preset is None:
+        monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", preset)
+    from largead.cli import main
+
+    assert main(["embed", str(scan_bin[0]), "--model", str(model_dir), "--out", str(tmp_path / "f.npy")]) in (0, None)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == (preset or "4096")
+
+
 def test_embed_missing_scan(model_dir, tmp_path):
     proc = run("embed", str(tmp_path / "nope.bin"), "--model", str(model_dir), "--out", str(tmp_path / "f.npy"),
                check_rc=1)
