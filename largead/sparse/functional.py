@@ -29,8 +29,8 @@ Execution (choices measured on this project's 2-core machines, torch 2.13 CPU wi
   page-fault on every call); :func:`clear_workspace` releases them.
 
 Measured for MinkUNet-34 ``embed`` on a 32k-voxel scan, two cores with AMX: batching cut 1,286 bfloat16 product
-calls to ~175 and the embed time by ~15% (a ``bmm`` of 13 offsets costs a third to a half of 13 ``mm`` calls below
-4k rows, and still ~14% less at 4k rows of 256 channels). Not adopted, because they measured slower here: one
+calls to ~175 and the embed time by ~15% (a ``bmm`` of 13 offsets took 0.08-0.6 of the time of 13 ``mm`` calls at
+128-1024 rows each, 0.5-0.9 at 4096 rows, for 32-256 channels). Not adopted, because they measured slower here: one
 ``bmm`` per mirror pair in float32 (MKL's per-call cost is ~2 us, so batching gains nothing and padding costs),
 sizing batches from a per-channel cost model (fixed 512 rows of slack measured faster), scattering with
 ``index_add_`` per offset (serial, ~3 GB/s on CPU, slower than the products round trip it saves), a CSR ``sparse @
