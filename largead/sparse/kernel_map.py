@@ -222,24 +222,23 @@ class PaddedLayout:
     CPU a reduced-precision product costs ~20 us per call whatever its size, more than padding a few hundred
     rows). An offset joins the current batch while its own bucket is at most the batch's ``p`` and at most 512 rows
     (or an eighth of ``p``) below it, and while the batch stays within 65,536 rows (:func:`_batch_plan`).
-    ``prefer``: an order of the same offsets to use instead when it costs at most 3% more rows and one batch more
-    (the order a convolution's kernels were last permuted to, so that similar scans reuse the permuted kernels);
-    ``order`` is the order used.
+    :meth:`KernelMap.padded` may be given a preferred order of the same offsets, used instead when it costs at most
+    3% more rows and one batch more (the order a convolution's kernels were last permuted to, so that similar scans
+    reuse the permuted kernels); ``order`` is the order used.
 
     ``groups`` ``(k, m, p, base)`` describe each offset (``m`` pairs at rows ``base .. base + p``);
     ``kernel_order`` (a tensor) lists their kernel indices in buffer order. ``gather_index`` (``identity_base``
-    rows) holds the input row of every product row (padding rows repeat row 0; their products are never summed),
-    ``gather[g]`` is its slice for group ``g``; :meth:`grad_gather_index` / :meth:`grad_gather` are the same for
-    output rows and :meth:`padding_rows` lists a batch's padding rows (for gradients). The identity offset (if any)
+    rows) holds the input row of every product row (padding rows repeat row 0; their products are never summed);
+    :meth:`grad_gather_index` is the same for output rows and :meth:`padding_rows` lists a batch's padding rows (for
+    gradients). The identity offset (if any)
     owns rows ``identity_base .. identity_base + n_in``. :meth:`to_out` / :meth:`to_in` sum the real rows into
     output / input rows, the identity included. Built once per kernel map and order; backward-only parts on first
     use.
     """
 
-    def __init__(self, km: KernelMap, bucket: Callable[[int], int], prefer: tuple[int, ...] | None = None) -> None:
+    def __init__(self, km: KernelMap, order: list[int], plan: tuple[list[tuple[int, int]], int]) -> None:
         kv = km.kernel_volume
         counts = km._offset_counts()
-        order, plan = _layout_plan(counts, bucket, prefer)
         self.order = tuple(order)
         self.groups: list[tuple[int, int, int, int]] = []
         self.batches: list[tuple[int, int, int, int]] = []
@@ -268,7 +267,6 @@ class PaddedLayout:
         self.position = torch.arange(n_pairs, device=device) + torch.repeat_interleave(
             shift.to(device), torch.tensor(counts, device=device), output_size=n_pairs)
         self.gather_index = self._scatter_rows(km.in_idx)
-        self.gather = [self.gather_index[base:base + p] for _, _, p, base in self.groups]
         self._grad_index: torch.Tensor | None = None
         self._padding: list[torch.Tensor] | None = None
         self._to_out: Reduction | None = None
@@ -286,11 +284,6 @@ class PaddedLayout:
         if self._grad_index is None:
             self._grad_index = self._scatter_rows(self._km.out_idx)
         return self._grad_index
-
-    def grad_gather(self) -> list[torch.Tensor]:
-        """Per group, the ``p`` output rows whose gradients multiply that offset's products."""
-        rows = self.grad_gather_index()
-        return [rows[base:base + p] for _, _, p, base in self.groups]
 
     def padding_rows(self, b: int) -> torch.Tensor:
         """Rows of batch ``b``'s products (relative to its ``base``) that are padding, not pairs."""
@@ -374,15 +367,15 @@ class KernelMap:
 
     def padded(self, bucket: Callable[[int], int], prefer: tuple[int, ...] | None = None) -> PaddedLayout:
         """The :class:`PaddedLayout` with each offset's rows padded to ``bucket(m)`` (built once per map and
-        preferred order; see :class:`PaddedLayout` for ``prefer``)."""
+        preferred order ``prefer``, see :class:`PaddedLayout`)."""
         if self._padded is None:
             self._padded = {}
         layout = self._padded.get(prefer)
         if layout is None:
-            order = tuple(_layout_plan(self._offset_counts(), bucket, prefer)[0])
-            layout = self._padded.get(order)
+            order, plan = _layout_plan(self._offset_counts(), bucket, prefer)
+            layout = self._padded.get(tuple(order))
             if layout is None:
-                layout = self._padded[order] = PaddedLayout(self, bucket, order)
+                layout = self._padded[tuple(order)] = PaddedLayout(self, order, plan)
             self._padded[prefer] = layout
         return layout
 
