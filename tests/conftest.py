@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from script_modules import load_script
 
 
 def pytest_configure(config) -> None:
@@ -135,18 +136,6 @@ def official_roots(official_samples):
 SUPERPIXEL_KINDS = ("slic", "sam", "seem", "xdecoder", "openseed")
 
 
-def _generate_superpixels_script():
-    """``scripts/generate_superpixels.py`` as a module (its ``main(argv)`` is what the command line runs)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "generate_superpixels.py"
-    spec = importlib.util.spec_from_file_location("generate_superpixels", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def official_superpixels(official_samples, tmp_path_factory):
     """``{key: superpixel root}`` for ``nuscenes``, ``semantickitti`` and ``waymo``: every camera image of their
@@ -158,7 +147,7 @@ def official_superpixels(official_samples, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("superpixels")
     roots = write_superpixel_samples(official_samples, out)
-    script = _generate_superpixels_script()
+    script = load_script("generate_superpixels")
     for key in SAMPLE_DATASETS:
         s = official_samples[key]
         for split in sample_splits(s.splits):

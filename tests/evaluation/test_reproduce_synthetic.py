@@ -3,7 +3,6 @@ the report's tables and charts, and a smoke run of the real pipeline that goes t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -12,12 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from script_modules import load_script
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("reproduce_synthetic", REPO / "scripts" / "reproduce_synthetic.py")
-repro = importlib.util.module_from_spec(_spec)
-sys.modules["reproduce_synthetic"] = repro  # dataclasses resolve annotations through sys.modules
-_spec.loader.exec_module(repro)
+repro = load_script("reproduce_synthetic")
 
 
 # ---------------------------------------------------------------------------------------------------- statistics

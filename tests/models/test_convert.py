@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
+from script_modules import load_script
 
 from largead import LargeADConfig, LargeADEncoder, load_official_checkpoint
 from largead.models.convert import strip_prefixes
@@ -141,24 +140,16 @@ def test_strip_prefixes_collision():
         strip_prefixes({"module.final.bias": torch.zeros(1), "final.bias": torch.zeros(1)})
 
 
-def _script():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "convert_checkpoint.py"
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_convert_script_writes_hub_folder(tmp_path, capsys):
     state = random_state(c_out=20)
     torch.save({"state_dict": prefixed(state, "module.model.")}, tmp_path / "kitti.pt")
-    assert _script().main([str(tmp_path / "kitti.pt"), str(tmp_path / "out")]) == 0
+    assert load_script("convert_checkpoint").main([str(tmp_path / "kitti.pt"), str(tmp_path / "out")]) == 0
     assert "in=1, out=20" in capsys.readouterr().out
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert cfg["out_channels"] == 20 and cfg["backbone"] == "minkunet14"
     assert_same_weights(LargeADEncoder.from_pretrained(tmp_path / "out"), state)
     torch.save({"model_points": {"final.kernel": torch.zeros(96, 2)}}, tmp_path / "bad.pt")
-    assert _script().main([str(tmp_path / "bad.pt"), str(tmp_path / "out2")]) == 1
+    assert load_script("convert_checkpoint").main([str(tmp_path / "bad.pt"), str(tmp_path / "out2")]) == 1
     assert "conv0p1s1.kernel" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
 
