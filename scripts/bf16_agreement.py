@@ -1,6 +1,7 @@
 """How closely bfloat16 features follow float32 ones: per-point cosine similarity of ``embed`` in both precisions.
 
     python scripts/bf16_agreement.py MODEL [--dataset synthetic] [--official] [--scans 3] [--threads 2]
+                                           [--cases nuscenes32,kitti64]
 
 ``MODEL``: anything :meth:`LargeADEncoder.from_pretrained` opens (a saved folder, a zoo name). Scans are the
 benchmark's generated ones (``scripts/benchmark.py``): nuScenes-like (32 beams) and SemanticKITTI-like (64 beams),
@@ -52,7 +53,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--official", action="store_true", help="also measure the weights as a SLidR checkpoint")
     parser.add_argument("--scans", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cases", default="nuscenes32,kitti64", help="scan kinds, comma-separated")
     args = parser.parse_args(argv)
+    labels = {"nuscenes32": "nuScenes-like, 32 beams", "kitti64": "SemanticKITTI-like, 64 beams"}
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in cases if c not in labels]
+    if unknown or not cases:
+        parser.error(f"--cases: unknown {unknown or args.cases!r}; expected some of {', '.join(labels)}")
     torch.set_num_threads(args.threads)
     if not native_bf16():
         print("# note: this CPU has no native bfloat16; bf16 runs emulated (slow) but the numbers still hold")
@@ -66,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     print("| encoder | scans | points | min | 1st percentile | mean | max abs difference |")
     print("|---|---|---|---|---|---|---|")
     for name, enc, dataset in encoders:
-        for case, label in (("nuscenes32", "nuScenes-like, 32 beams"), ("kitti64", "SemanticKITTI-like, 64 beams")):
+        for case in cases:
+            label = labels[case]
             beams, per_ring, elevation, _, _ = CASES[case]
             scans = []
             for seed in range(args.scans):
